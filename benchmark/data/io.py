@@ -1,0 +1,168 @@
+"""Image folders with a metadata CSV: how synthetic samples are written and read back.
+
+Layout of a folder::
+
+    metadata.csv     one row per image: path, finding, and the attribute columns
+    images/*.png     the images (``path`` is relative to the folder)
+
+``metadata.csv`` columns: ``path`` and ``finding`` are required, and so is every sensitive
+attribute of the task it is scored for. Optional: ``sample_id``, ``patient_id``, ``age``,
+``age_group``, ``sex``, ``race``, ``skin_tone``, ``source``. Empty cells mean unknown. This is
+the format ``python -m benchmark evaluate --synthetic DIR`` reads, so any generator's output
+can be scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from ..schema import ATTRIBUTES, COLUMNS, FEATURES, SchemaError, age_to_group, check_value
+
+log = logging.getLogger(__name__)
+
+METADATA = "metadata.csv"
+_REQUIRED = ("path", "finding")
+_OPTIONAL = ("sample_id", "patient_id", "age", "age_group", *ATTRIBUTES, "source")
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _slug(text: str) -> str:
+    return _SAFE.sub("_", text).strip("._") or "image"
+
+
+def write_image_folder(ds: datasets.Dataset, directory: str | Path, *,
+                       progress: bool = True) -> Path:
+    """Write ``ds`` (standard schema) as PNG images + ``metadata.csv`` into ``directory``.
+
+    The folder appears complete or not at all: it is written beside the target and renamed
+    into place; an existing folder at ``directory`` is replaced.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    (tmp / "images").mkdir(parents=True)
+    try:
+        meta = ds.remove_columns("image").to_pandas()
+        paths = []
+        seen: set[str] = set()
+        for i, row in enumerate(tqdm(ds, desc=f"writing {directory.name}", disable=not progress,
+                                     total=len(ds), leave=False)):
+            name = _slug(str(row["sample_id"]))
+            if name in seen:
+                name = f"{name}-{i}"
+            seen.add(name)
+            rel = f"images/{name}.png"
+            row["image"].save(tmp / rel)
+            paths.append(rel)
+        meta.insert(0, "path", paths)
+        meta["labels"] = meta["labels"].map(lambda v: "|".join(v) if v is not None else "")
+        meta.to_csv(tmp / METADATA, index=False)
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _cell(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def read_image_folder(directory: str | Path, *, required_attributes: Sequence[str] = (),
+                      source: str = "synthetic:external", progress: bool = True
+                      ) -> datasets.Dataset:
+    """Read a folder written by :func:`write_image_folder` (or by anyone, same layout).
+
+    Every image is opened and decoded once, so a missing or corrupt file fails here with the
+    row and path named, not later inside a metric. Raises :class:`SchemaError` (a ValueError)
+    or :class:`FileNotFoundError` with one clear message.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"image folder {directory} does not exist")
+    meta_path = directory / METADATA
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{meta_path} is missing: an image folder needs a {METADATA} with columns "
+            f"{', '.join(_REQUIRED)} and the attribute columns"
+        )
+    try:
+        meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise SchemaError(f"{meta_path}: cannot parse as CSV ({err})") from None
+    required = [*_REQUIRED, *required_attributes]
+    missing = [c for c in required if c not in meta.columns]
+    if missing:
+        raise SchemaError(
+            f"{meta_path} is missing column(s) {', '.join(missing)}; expected "
+            f"{', '.join(required)} (found: {', '.join(meta.columns)})"
+        )
+    rows: dict[str, list] = {c: [] for c in COLUMNS}
+    for i, rec in enumerate(tqdm(meta.to_dict("records"), desc=f"reading {directory.name}",
+                                 disable=not progress, leave=False)):
+        where = f"{meta_path} row {i + 2}"  # +2: header line, 1-based
+        rel = _cell(rec["path"])
+        if rel is None:
+            raise SchemaError(f"{where}: empty path")
+        path = directory / rel
+        if not path.is_file():
+            raise FileNotFoundError(f"{where}: image {path} does not exist")
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except (UnidentifiedImageError, OSError) as err:
+            raise SchemaError(f"{where}: cannot read image {path} ({err})") from None
+        values = {c: _cell(rec.get(c)) for c in _OPTIONAL}
+        finding = _cell(rec["finding"])
+        for column in ("finding", *ATTRIBUTES):
+            check_value(column, finding if column == "finding" else values[column], where=where)
+        for attr in required_attributes:
+            if values[attr] is None:
+                raise SchemaError(f"{where}: empty {attr}; the task needs it for every image")
+        age = None
+        if values["age"] is not None:
+            try:
+                age = float(values["age"])
+            except ValueError:
+                raise SchemaError(f"{where}: age {values['age']!r} is not a number") from None
+            if math.isnan(age):
+                raise SchemaError(f"{where}: age is NaN; leave the cell empty for unknown")
+        age_group = values["age_group"] or age_to_group(age)
+        check_value("age_group", age_group, where=where)
+        sample_id = values["sample_id"] or f"row-{i:06d}"
+        rows["sample_id"].append(sample_id)
+        rows["patient_id"].append(values["patient_id"] or sample_id)
+        rows["split"].append("train")
+        rows["image"].append(str(path))
+        rows["finding"].append(finding)
+        rows["labels"].append([finding] if finding else [])
+        rows["sex"].append(values["sex"])
+        rows["age"].append(age)
+        rows["age_group"].append(age_group)
+        rows["race"].append(values["race"])
+        rows["skin_tone"].append(values["skin_tone"])
+        rows["source"].append(values["source"] or source)
+    if len(set(rows["sample_id"])) != len(rows["sample_id"]):
+        raise SchemaError(f"{meta_path}: sample_id values are not unique")
+    return datasets.Dataset.from_dict(rows, features=FEATURES)

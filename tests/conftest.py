@@ -1,0 +1,46 @@
+import os
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from benchmark.schema import FEATURES, age_to_group  # noqa: E402
+
+
+def make_rows(n: int, seed: int = 0, size: int = 16) -> dict:
+    """A small standard-schema table with random images, for tests that need no phantom."""
+    rng = np.random.default_rng(seed)
+    findings = ["no_finding", "cardiomegaly", "edema"]
+    rows: dict[str, list] = {k: [] for k in FEATURES}
+    for i in range(n):
+        age = float(rng.integers(20, 95))
+        finding = findings[i % 3]
+        rows["sample_id"].append(f"s{i:04d}")
+        rows["patient_id"].append(f"p{i // 2:04d}")
+        rows["split"].append("train")
+        rows["image"].append(Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)))
+        rows["finding"].append(finding)
+        rows["labels"].append([finding])
+        rows["sex"].append("female" if i % 4 == 0 else "male")
+        rows["age"].append(age)
+        rows["age_group"].append(age_to_group(age))
+        rows["race"].append(None)
+        rows["skin_tone"].append(None)
+        rows["source"].append("test")
+    return rows
+
+
+@pytest.fixture
+def tiny_dataset() -> datasets.Dataset:
+    return datasets.Dataset.from_dict(make_rows(24), features=FEATURES)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep every test's caches out of the user's home (phantoms, features)."""
+    cache = os.environ.get("FAIRSYNTH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+    monkeypatch.setenv("FAIRSYNTH_CACHE", cache)

@@ -1,0 +1,102 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from benchmark import GENERATORS, FitContext, Generator, Plan, PlanRow, allocate, cell_counts
+from benchmark.generators import water_fill
+from benchmark.schema import validate_dataset
+from benchmark.tasks import Task
+
+TASK = Task(
+    name="test-task",
+    description="test",
+    dataset="phantom-cxr",
+    classes=("no_finding", "cardiomegaly", "edema"),
+    sensitive_attributes=("sex",),
+    prompt_template="{sex} {finding}",
+)
+
+
+def test_water_fill_hand_worked():
+    # counts 1, 3, 10 with 5 images: the two small cells rise to level 4.5 (3.5 + 1.5 = 5);
+    # floors 3 and 1 leave one image, which goes to the smaller cell on the 0.5/0.5 tie.
+    assert water_fill([1, 3, 10], 5) == [4, 1, 0]
+    assert water_fill([5, 5], 3) == [2, 1]
+    assert water_fill([2, 7], 0) == [0, 0]
+    assert water_fill([0, 0, 9], 30) == [13, 13, 4]  # level 13: 13 + 13 + 4 = 30
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_water_fill_levels_cells_to_within_one(seed):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 50, size=rng.integers(1, 12)).tolist()
+    budget = int(rng.integers(0, 300))
+    alloc = water_fill(counts, budget)
+    assert sum(alloc) == budget and min(alloc) >= 0
+    after = [n + a for n, a in zip(counts, alloc, strict=True)]
+    # every cell that received images ends no more than 1 above any other cell
+    for i, j in itertools.product(range(len(counts)), repeat=2):
+        if alloc[i] > 0:
+            assert after[i] <= after[j] + 1
+
+
+def test_allocate_builds_prompts_and_fills_small_cells(tiny_dataset):
+    counts = cell_counts(tiny_dataset, TASK)
+    plan = allocate(tiny_dataset, TASK, budget=12, seed=3)
+    assert plan.total == 12 and plan.seed == 3
+    assert {(tuple(v for _, v in r.group), r.finding) for r in plan.rows} == set(counts)
+    by_cell = {(r.attributes["sex"], r.finding): r for r in plan.rows}
+    # female rows (every 4th) are the minority: they receive the budget first
+    assert by_cell[("female", "edema")].count > by_cell[("male", "edema")].count
+    assert by_cell[("female", "edema")].prompt == "female edema"
+
+
+def test_generator_rejects_unknown_options():
+    cls = GENERATORS.get("oversample")
+    with pytest.raises(ValueError, match="unknown option.*bogus"):
+        cls({"bogus": 1})
+
+
+def test_entry_point_plugins_are_registered():
+    assert {"oversample", "real-only"} <= set(GENERATORS.names())
+    for _, cls in GENERATORS.items():
+        assert issubclass(cls, Generator)
+
+
+def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset, tmp_path):
+    gen = GENERATORS.get("oversample")()
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    plan = allocate(tiny_dataset, TASK, budget=10, seed=1)
+    out = gen.sample(plan)
+    validate_dataset(out)
+    assert len(out) == 10
+    assert set(out["source"]) == {"synthetic:oversample"}
+    got = {}
+    for sex, finding in zip(out["sex"], out["finding"], strict=True):
+        got[(sex, finding)] = got.get((sex, finding), 0) + 1
+    want = {(r.attributes["sex"], r.finding): r.count for r in plan.rows if r.count}
+    assert got == want
+    # each synthetic image is pixel-identical to a real training image of its cell
+    real = {(s, f, np.asarray(im).tobytes()) for s, f, im in
+            zip(tiny_dataset["sex"], tiny_dataset["finding"], tiny_dataset["image"], strict=True)}
+    for s, f, im in zip(out["sex"], out["finding"], out["image"], strict=True):
+        assert (s, f, np.asarray(im).tobytes()) in real
+    # save / load round trip gives the same samples for the same plan
+    gen.save(tmp_path / "ckpt")
+    again = type(gen).load(tmp_path / "ckpt").sample(plan)
+    assert list(again["patient_id"]) == list(out["patient_id"])
+
+
+def test_oversample_errors_on_a_cell_without_training_images(tiny_dataset):
+    gen = GENERATORS.get("oversample")()
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    plan = Plan("t", ("sex",), (PlanRow((("sex", "female"),), "pleural_effusion", 2, "x"),))
+    with pytest.raises(ValueError, match="no training image"):
+        gen.sample(plan)
+
+
+def test_real_only_generates_nothing(tiny_dataset):
+    gen = GENERATORS.get("real-only")()
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    assert len(gen.sample(allocate(tiny_dataset, TASK, budget=5))) == 0

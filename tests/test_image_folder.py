@@ -1,0 +1,85 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark.data.io import read_image_folder, write_image_folder
+from benchmark.schema import SchemaError, validate_dataset
+
+
+def test_round_trip_keeps_pixels_and_metadata(tiny_dataset, tmp_path):
+    folder = write_image_folder(tiny_dataset, tmp_path / "syn", progress=False)
+    back = read_image_folder(folder, required_attributes=("sex", "age_group"), progress=False)
+    validate_dataset(back)
+    assert len(back) == len(tiny_dataset)
+    for col in ("sample_id", "patient_id", "finding", "sex", "age_group", "source"):
+        assert list(back[col]) == list(tiny_dataset[col])
+    for a, b in zip(back["image"], tiny_dataset["image"], strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    # no temporary folder is left beside the result
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]
+
+
+def test_rewrite_replaces_the_folder(tiny_dataset, tmp_path):
+    write_image_folder(tiny_dataset, tmp_path / "syn", progress=False)
+    write_image_folder(tiny_dataset.select(range(3)), tmp_path / "syn", progress=False)
+    assert len(read_image_folder(tmp_path / "syn", progress=False)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]
+
+
+@pytest.fixture
+def folder(tiny_dataset, tmp_path):
+    return write_image_folder(tiny_dataset.select(range(4)), tmp_path / "syn", progress=False)
+
+
+def test_missing_folder_and_missing_metadata(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_image_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="metadata.csv is missing"):
+        read_image_folder(tmp_path / "empty")
+
+
+def test_missing_column_names_found_and_expected(folder):
+    meta = pd.read_csv(folder / "metadata.csv").drop(columns=["sex"])
+    meta.to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(SchemaError, match=r"missing column\(s\) sex; expected path, finding, sex"):
+        read_image_folder(folder, required_attributes=("sex",), progress=False)
+
+
+def test_missing_image_names_row_and_path(folder):
+    meta = pd.read_csv(folder / "metadata.csv")
+    (folder / meta.loc[2, "path"]).unlink()
+    with pytest.raises(FileNotFoundError, match=r"row 4: image .* does not exist"):
+        read_image_folder(folder, progress=False)
+
+
+def test_corrupt_image_names_row_and_path(folder):
+    meta = pd.read_csv(folder / "metadata.csv")
+    (folder / meta.loc[1, "path"]).write_bytes(b"not a png at all")
+    with pytest.raises(SchemaError, match=r"row 3: cannot read image"):
+        read_image_folder(folder, progress=False)
+
+
+def test_unknown_label_and_nan_age_are_errors(folder):
+    meta = pd.read_csv(folder / "metadata.csv")
+    bad = meta.copy()
+    bad.loc[0, "finding"] = "broken_heart"
+    bad.to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(SchemaError, match=r"unknown finding value 'broken_heart' .*row 2\)"):
+        read_image_folder(folder, progress=False)
+    bad = meta.copy()
+    bad["age"] = bad["age"].astype(object)
+    bad.loc[0, "age"] = "NaN"
+    bad.to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(SchemaError, match="age is NaN"):
+        read_image_folder(folder, progress=False)
+
+
+def test_required_attribute_may_not_be_empty(folder):
+    meta = pd.read_csv(folder / "metadata.csv")
+    meta["sex"] = meta["sex"].astype(object)
+    meta.loc[0, "sex"] = ""
+    meta.to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(SchemaError, match="empty sex"):
+        read_image_folder(folder, required_attributes=("sex",), progress=False)
+    assert read_image_folder(folder, progress=False)["sex"][0] is None
