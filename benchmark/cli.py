@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    datasets.disable_progress_bars()  # our own tqdm bars show the stages that take time
     from .generators import GENERATORS
     from .profiles import PROFILES
     from .runner import evaluate_folder, run

@@ -72,7 +72,7 @@ def load_task_data(task: Task, profile: Profile, *, root: str | Path | None = No
             f"(see data_cards/{spec.card})"
         )
     ds = spec.loader(root=root, image_size=task.image_size, n_images=profile.phantom_images,
-                     seed=DATA_SEED)
+                     seed=DATA_SEED, split_salt=task.split_salt)
     validate_dataset(ds, source=spec.name)
     findings = ds["finding"]
     keep = [i for i, f in enumerate(findings) if task.class_of(f) is not None]

@@ -10,6 +10,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from benchmark.schema import FEATURES, age_to_group  # noqa: E402
 
+datasets.disable_progress_bars()
+
 
 def make_rows(n: int, seed: int = 0, size: int = 16) -> dict:
     """A small standard-schema table with random images, for tests that need no phantom."""

@@ -17,8 +17,10 @@ class DatasetSpec:
     Attributes:
         name: registry name (e.g. ``phantom-cxr``).
         description: one line for listings.
-        loader: ``loader(*, root, image_size, n_images, seed) -> datasets.Dataset`` returning
-            rows in the standard schema (:mod:`benchmark.schema`) with ``split`` filled.
+        loader: ``loader(*, root, image_size, n_images, seed, split_salt) -> datasets.Dataset``
+            returning rows in the standard schema (:mod:`benchmark.schema`) with ``split``
+            filled (a phantom splits by hashing patient ids with ``split_salt``; a real
+            dataset uses its shipped split file).
             Phantoms ignore ``root``; real datasets ignore ``n_images`` and ``seed``.
         phantom: True for the embedded procedural datasets (no download, no root needed).
         card: the data card's file name in ``data_cards/``.

@@ -1,0 +1,317 @@
+"""The chest X-ray phantom: determinism, schema, splits, calibration, visible findings, cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from benchmark import schema
+from benchmark.data import DATASETS, assign_splits
+from benchmark.data.phantoms import cxr
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRSYNTH_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def _pixels(ds) -> np.ndarray:
+    return np.stack([np.asarray(im) for im in ds["image"]])
+
+
+# -- determinism, resolution, schema, splits ------------------------------------------------
+
+
+def test_same_seed_same_pixels_different_seed_different(cache, monkeypatch):
+    a = _pixels(cxr.generate(24, seed=1))
+    monkeypatch.setenv("FAIRSYNTH_CACHE", str(cache / "other"))  # force a fresh render
+    b = _pixels(cxr.generate(24, seed=1))
+    c = _pixels(cxr.generate(24, seed=2))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    p = cxr.generate_params(5, seed=7)
+    assert p == cxr.generate_params(5, seed=7)
+    assert np.array_equal(cxr.render(p[0]), cxr.render(p[0]))
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_any_resolution(size):
+    p = cxr.reference_params(1, finding="pleural_effusion", seed=1)[0]
+    img = cxr.render(p, size)
+    assert img.shape == (size, size) and img.dtype == np.uint8
+    assert 20 < img.mean() < 235 and img.std() > 20  # an image, not a flat field
+
+
+def test_dataset_follows_schema(cache):
+    ds = cxr.generate(60, image_size=32, seed=0)
+    schema.validate_dataset(ds, source="phantom-cxr")
+    assert ds.features == schema.FEATURES
+    assert tuple(ds.column_names) == schema.COLUMNS
+    row = ds[0]
+    assert row["image"].mode == "L" and row["image"].size == (32, 32)
+    assert all(r is None for r in ds["race"]) and all(s is None for s in ds["skin_tone"])
+    assert set(ds["source"]) == {"phantom-cxr"}
+    assert [[f] for f in ds["finding"]] == ds["labels"]
+    assert set(ds["finding"]) <= set(cxr.CXR_FINDINGS)
+    assert set(ds["sex"]) <= {"female", "male"}
+    for sid, pid in zip(ds["sample_id"], ds["patient_id"], strict=True):
+        assert re.fullmatch(r"cxr-p\d{6}", pid) and re.fullmatch(re.escape(pid) + r"-s\d", sid)
+    params = cxr.generate_params(60, seed=0)
+    assert [p.sample_id for p in params] == ds["sample_id"]
+    assert [p.finding for p in params] == ds["finding"]
+
+
+def test_patient_level_split(cache):
+    ds = cxr.generate(300, seed=3, split_salt="abc")
+    by_patient: dict[str, set[str]] = {}
+    for pid, split in zip(ds["patient_id"], ds["split"], strict=True):
+        by_patient.setdefault(pid, set()).add(split)
+    assert all(len(s) == 1 for s in by_patient.values())
+    assert any(len([1 for p in ds["patient_id"] if p == pid]) > 1 for pid in by_patient)
+    pids = sorted(by_patient)
+    assert [next(iter(by_patient[p])) for p in pids] == assign_splits(pids, salt="abc")
+    assert set(ds["split"]) == {"train", "val", "test"}
+
+
+def test_registered_loader(cache):
+    spec = DATASETS.get("phantom-cxr")
+    assert spec.phantom and spec.card == "phantom_cxr.md"
+    assert (REPO / "data_cards" / spec.card).is_file()
+    ds = spec.loader(root=None, image_size=32, n_images=20, seed=0)
+    assert len(ds) == 20
+    assert ds["sample_id"] == cxr.generate(20, image_size=32, seed=0)["sample_id"]
+
+
+# -- calibration against an independent pandas computation ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def chexpert() -> pd.DataFrame:
+    return pd.read_csv(cxr.chexpert_csv_path())
+
+
+def test_calibration_counts_match_independent_recount(chexpert):
+    df = chexpert
+    targets = ["Cardiomegaly", "Pleural Effusion", "Lung Opacity", "Edema"]
+    pos = {c: (df[c].to_numpy() == 1.0) for c in targets}
+    base = (
+        (df["Frontal/Lateral"].to_numpy() == "Frontal")
+        & np.isin(df["Sex"].to_numpy(), ["Male", "Female"])
+        & (df["Age"].to_numpy() > 0)
+    )
+    female80 = base & (df["Sex"].to_numpy() == "Female") & (df["Age"].to_numpy() >= 80)
+    effusion_only = pos["Pleural Effusion"] & ~(pos["Cardiomegaly"] | pos["Lung Opacity"]
+                                                | pos["Edema"])
+    n_positive = sum(v.astype(int) for v in pos.values())
+    nofind = (df["No Finding"].to_numpy() == 1.0) & (n_positive == 0)
+    male_young = (base & (df["Sex"].to_numpy() == "Male") & (df["Age"].to_numpy() >= 18)
+                  & (df["Age"].to_numpy() < 40))
+
+    joint = cxr.chexpert_joint_counts().set_index(["sex", "age_group", "finding"])["count"]
+    assert joint[("female", "80+", "pleural_effusion")] == np.count_nonzero(
+        female80 & effusion_only
+    )
+    assert joint[("male", "18-39", "no_finding")] == np.count_nonzero(male_young & nofind)
+    assert joint.xs("0-17", level="age_group").sum() == 0  # CheXpert has no minors
+
+    summary = cxr.calibration_summary()
+    several = np.count_nonzero(base & (n_positive >= 2))
+    unlabeled = np.count_nonzero(base & (n_positive == 0) & ~nofind)
+    assert summary["rows"] == len(df) == 223_414
+    assert summary["frontal_known_sex_age"] == np.count_nonzero(base)
+    assert summary["excluded_several_targets"] == several
+    assert summary["excluded_no_label"] == unlabeled
+    kept = np.count_nonzero(base) - several - unlabeled
+    assert joint.sum() == summary["calibration_rows"] == kept
+    assert (summary["frontal"] - summary["excluded_unknown_sex"] - summary["excluded_missing_age"]
+            == summary["frontal_known_sex_age"])
+    # the imbalance is real: young women with cardiomegaly are rare
+    assert joint[("female", "18-39", "cardiomegaly")] < 0.1 * joint[("male", "60-79",
+                                                                       "lung_opacity")]
+
+
+def test_images_per_patient_follow_chexpert(chexpert):
+    df = chexpert
+    keep = (df["Frontal/Lateral"] == "Frontal") & df["Sex"].isin(["Male", "Female"]) & (
+        df["Age"] > 0)
+    per_patient = df.loc[keep, "Path"].str.split("/").str[2].value_counts()
+    capped = np.minimum(per_patient.to_numpy(), cxr.MAX_IMAGES_PER_PATIENT)
+    expected = np.bincount(capped, minlength=6)[1:] / len(capped)
+    params = cxr.sample_params(np.random.default_rng(0), 30_000)
+    k = np.array(list(Counter(p.patient_id for p in params).values()))[:-1]  # last is cut
+    observed = np.bincount(k, minlength=6)[1:] / len(k)
+    np.testing.assert_allclose(observed, expected, atol=0.02)
+
+
+def _finding_table(params) -> pd.DataFrame:
+    frame = pd.DataFrame([(p.sex, p.age_group, p.finding) for p in params],
+                         columns=["sex", "age_group", "finding"])
+    return frame.value_counts().rename("n").reset_index()
+
+
+def test_sampled_joint_follows_calibration():
+    joint = cxr.chexpert_joint_counts()
+    joint = joint[joint["count"] > 0].set_index(["sex", "age_group", "finding"])["count"]
+    # independent images: an exact chi-square goodness-of-fit test on the 40 cells
+    params = cxr.sample_params(np.random.default_rng(1), 8000, images_per_patient=1)
+    got = _finding_table(params).set_index(["sex", "age_group", "finding"])["n"]
+    got = got.reindex(joint.index, fill_value=0)
+    assert got.sum() == 8000
+    expected = joint / joint.sum() * 8000
+    assert stats.chisquare(got.to_numpy(), expected.to_numpy()).pvalue > 1e-3
+    # the default (CheXpert images per patient, persistent findings): conditional tolerance
+    params = cxr.sample_params(np.random.default_rng(2), 20_000)
+    got = _finding_table(params).set_index(["sex", "age_group", "finding"])["n"]
+    got = got.reindex(joint.index, fill_value=0)
+    cond_got = got / got.groupby(level=[0, 1]).transform("sum")
+    cond_exp = joint / joint.groupby(level=[0, 1]).transform("sum")
+    assert (cond_got - cond_exp).abs().max() < 0.06
+    cell_got = got.groupby(level=[0, 1]).sum() / got.sum()
+    cell_exp = joint.groupby(level=[0, 1]).sum() / joint.sum()
+    assert (cell_got - cell_exp).abs().max() < 0.03
+
+
+def test_conditional_sampling_and_reference(cache):
+    joint = cxr.chexpert_joint_counts()
+    sub = joint[(joint.sex == "female") & (joint.age_group == "18-39")].set_index("finding")
+    params = cxr.sample_params(np.random.default_rng(4), 4000, sex="female", age_group="18-39",
+                               images_per_patient=1)
+    assert {(p.sex, p.age_group) for p in params} == {("female", "18-39")}
+    got = Counter(p.finding for p in params)
+    observed = np.array([got[f] for f in cxr.CXR_FINDINGS])
+    expected = sub.loc[list(cxr.CXR_FINDINGS), "count"].to_numpy() / sub["count"].sum() * 4000
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+    ds = cxr.reference(12, sex="female", age_group="18-39", finding="cardiomegaly",
+                       image_size=32, seed=5)
+    schema.validate_dataset(ds)
+    assert set(ds["finding"]) == {"cardiomegaly"} and set(ds["sex"]) == {"female"}
+    assert set(ds["age_group"]) == {"18-39"} and set(ds["split"]) == {"test"}
+    assert len(set(ds["patient_id"])) == 12
+    assert all(pid.startswith("cxr-ref-") for pid in ds["patient_id"])
+    with pytest.raises(ValueError, match="under 18"):
+        cxr.reference(3, age_group="0-17")
+    with pytest.raises(ValueError, match="unknown finding"):
+        cxr.reference(3, finding="pneumothorax")
+
+
+# -- anatomy and findings are visible -------------------------------------------------------
+
+
+def _render(finding: str, n: int = 30, **kw) -> tuple[list, np.ndarray]:
+    params = cxr.reference_params(n, finding=finding, seed=11, **kw)
+    return params, np.stack([cxr.render(p, 64) for p in params]).astype(float)
+
+
+def _region(images: np.ndarray, v0: float, v1: float, u0: float, u1: float) -> np.ndarray:
+    """Mean intensity per image over a box in normalised coordinates (-1..1)."""
+    n = images.shape[-1]
+
+    def idx(a, b):
+        return slice(int((a + 1) / 2 * n), int((b + 1) / 2 * n))
+
+    return images[:, idx(v0, v1), idx(u0, u1)].mean(axis=(1, 2))
+
+
+def test_findings_are_visible():
+    p_nf, nf = _render("no_finding")
+    p_pe, pe = _render("pleural_effusion")
+    p_cm, cm = _render("cardiomegaly")
+    _, ed = _render("edema")
+
+    def lower_lateral(images):  # the brighter of the two costophrenic regions
+        return np.maximum(_region(images, 0.25, 0.5, -0.65, -0.35),
+                          _region(images, 0.25, 0.5, 0.35, 0.65))
+
+    assert lower_lateral(pe).mean() > lower_lateral(nf).mean() + 25
+
+    ctr_cm = np.array([p.heart_ctr for p in p_cm])
+    ctr_nf = np.array([p.heart_ctr for p in p_nf])
+    assert ctr_cm.min() > 0.5 >= ctr_nf.max()
+    assert np.mean([p.heart_width for p in p_cm]) > np.mean([p.heart_width for p in p_nf]) + 0.15
+    heart_band = (-0.6, 0.6)  # a band just above the diaphragm: heart bright, lungs dark
+    heart_cm = _region(cm, 0.15, 0.3, *heart_band).mean()
+    assert heart_cm > _region(nf, 0.15, 0.3, *heart_band).mean() + 8
+
+    def perihilar(images):
+        return (_region(images, -0.3, 0.1, -0.45, -0.2) + _region(images, -0.3, 0.1, 0.25, 0.5)) / 2
+
+    assert perihilar(ed).mean() > perihilar(nf).mean() + 25
+
+    p_lo, lo = _render("lung_opacity")
+    diff = []
+    for p, img in zip(p_lo, lo, strict=True):  # the opacity against the mirror-image spot
+        i, j, jm = ((np.array([p.opacity_y, p.opacity_x, -p.opacity_x]) + 1) / 2 * 64).astype(int)
+        diff.append(img[i - 3:i + 4, j - 3:j + 4].mean() - img[i - 3:i + 4, jm - 3:jm + 4].mean())
+    assert np.mean(diff) > 20 and np.mean(np.array(diff) > 0) > 0.7
+
+
+def test_sex_and_age_change_anatomy():
+    rng = np.random.default_rng(0)
+    params = cxr.sample_params(rng, 6000, images_per_patient=1)
+    male = [p for p in params if p.sex == "male"]
+    female = [p for p in params if p.sex == "female"]
+    assert np.mean([p.thorax_half_width for p in male]) > np.mean(
+        [p.thorax_half_width for p in female]) + 0.04
+    assert all(p.breast_size == 0 for p in male) and min(p.breast_size for p in female) > 0
+    age = np.array([p.age for p in params])
+    bone = np.array([p.bone_density for p in params])
+    knob = np.array([p.aortic_knob for p in params])
+    assert stats.spearmanr(age, bone).statistic < -0.5
+    assert stats.spearmanr(age, knob).statistic > 0.5
+    # visibly: older patients' ribs and clavicles are fainter (same anatomy otherwise)
+    young = cxr.reference_params(1, sex="male", age_group="18-39", finding="no_finding")[0]
+    old = type(young)(**{**young.as_dict(), "bone_density": 0.45})
+    clavicle_band = (slice(10, 16), slice(8, 24))
+    assert cxr.render(young)[clavicle_band].mean() > cxr.render(old)[clavicle_band].mean() + 5
+
+
+def test_subgroup_specific_phenotypes():
+    old = cxr.reference_params(40, age_group="80+", finding="pleural_effusion", seed=2)
+    young = cxr.reference_params(200, age_group="40-59", finding="pleural_effusion", seed=2)
+    assert all(p.effusion_right > 0 and p.effusion_left > 0 for p in old)
+    assert {p.phenotype for p in old} == {"pleural_effusion_80plus_bilateral"}
+    assert np.mean([p.effusion_right > 0 and p.effusion_left > 0 for p in young]) < 0.5
+    assert min(p.effusion_right + p.effusion_left for p in old) > np.mean(
+        [p.effusion_right + p.effusion_left for p in young])
+    f = cxr.reference_params(30, sex="female", finding="cardiomegaly", seed=2)
+    m = cxr.reference_params(30, sex="male", finding="cardiomegaly", seed=2)
+    assert {p.phenotype for p in f} == {"cardiomegaly_female_globular"}
+    assert min(p.heart_right_fraction for p in f) > max(p.heart_right_fraction for p in m)
+
+
+# -- cache and errors ------------------------------------------------------------------------
+
+
+def test_disk_cache_is_complete_and_keyed(cache, monkeypatch):
+    ds = cxr.generate(16, image_size=32, seed=9)
+    entries = list((cache / "phantoms").iterdir())
+    assert len(entries) == 1 and not entries[0].name.startswith(".")
+    assert (entries[0] / "dataset_info.json").is_file()
+    cxr._MEMORY.clear()
+    again = cxr.generate(16, image_size=32, seed=9)  # from disk
+    assert np.array_equal(_pixels(ds), _pixels(again))
+    key = cxr.cache_key("generate", n_images=16, image_size=32, seed=9, split_salt="fairsynth")
+    assert entries[0].name == key
+    monkeypatch.setattr(cxr, "PHANTOM_VERSION", "test-bump")
+    assert cxr.cache_key("generate", n_images=16, image_size=32, seed=9,
+                         split_salt="fairsynth") != key
+    cxr.generate(16, image_size=32, seed=9)
+    assert len(list((cache / "phantoms").iterdir())) == 2
+
+
+def test_missing_torchxrayvision_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install torchxrayvision") as err:
+        cxr.chexpert_csv_path()
+    assert "chexpert_train.csv.gz" in str(err.value)
