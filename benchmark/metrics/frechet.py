@@ -1,0 +1,249 @@
+"""Fréchet Inception Distance: overall, per subgroup, and the variance of the subgroup FIDs.
+
+All functions take feature rows (N, d) from a :class:`~benchmark.metrics.FeatureExtractor`
+and work in float64.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.linalg
+
+log = logging.getLogger(__name__)
+
+#: Result keys of the generation metrics (shared by the evaluation record and the report).
+KEY_FID = "fid"
+KEY_FID_BY_GROUP = "fid_by_group"
+KEY_FID_VARIANCE = "fid_variance"
+
+#: Fewest images on each side for a (group) FID: a covariance needs two samples.
+MIN_IMAGES = 2
+
+# Largest imaginary part on the diagonal of sqrtm's result that is dropped as round-off
+# (the reference implementations' absolute tolerance); a larger one is a numerical failure.
+_IMAG_ATOL = 1e-3
+
+
+def _as_stats(mu: Any, sigma: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
+    mu = np.atleast_1d(np.asarray(mu, dtype=np.float64))
+    sigma = np.atleast_2d(np.asarray(sigma, dtype=np.float64))
+    d = mu.shape[0]
+    if mu.ndim != 1 or sigma.shape != (d, d):
+        raise ValueError(
+            f"{which}: mean of shape {mu.shape} and covariance of shape {sigma.shape}; "
+            "expected (d,) and (d, d)"
+        )
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{which}: mean or covariance has non-finite values")
+    return mu, sigma
+
+
+def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """Tr((S1 S2)^{1/2}) as sum(sqrt(eig(S1^{1/2} S2 S1^{1/2}))).
+
+    S1 S2 is similar to the symmetric PSD matrix S1^{1/2} S2 S1^{1/2}, so they share
+    eigenvalues (>= 0); a symmetric eigensolver is stable on rank-deficient covariances and
+    never yields complex values. Round-off negatives are clipped to 0.
+    """
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    m = root1 @ sigma2 @ root1
+    ev = np.linalg.eigvalsh((m + m.T) / 2.0)
+    return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+
+
+def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
+    """Tr(sqrtm(S1 S2)) as in the reference implementations (TTUR, pytorch-fid).
+
+    When sqrtm returns non-finite values (near-singular product), ``eps * I`` is added to
+    both covariances and it is retried once. A small imaginary part (round-off) is dropped;
+    a large one raises.
+    """
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        log.warning("sqrtm of the covariance product is not finite; adding %g * I to both "
+                    "covariances", eps)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+        if not np.isfinite(covmean).all():
+            raise FloatingPointError("sqrtm of the covariance product is not finite even "
+                                     f"after adding {eps} * I to both covariances")
+    if np.iscomplexobj(covmean):
+        imag = np.abs(np.diagonal(covmean).imag).max()
+        if imag > _IMAG_ATOL:
+            raise FloatingPointError(f"sqrtm of the covariance product has an imaginary "
+                                     f"component of {imag:.3g} (more than {_IMAG_ATOL})")
+        covmean = covmean.real
+    return float(np.trace(covmean))
+
+
+def frechet_distance(
+    mu1: Any,
+    sigma1: Any,
+    mu2: Any,
+    sigma2: Any,
+    *,
+    method: Literal["eigh", "sqrtm"] = "eigh",
+    eps: float = 1e-6,
+) -> float:
+    """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2).
+
+    .. math::
+
+        d^2 = \\lVert \\mu_1 - \\mu_2 \\rVert_2^2
+              + \\operatorname{Tr}\\big(\\Sigma_1 + \\Sigma_2 - 2 (\\Sigma_1 \\Sigma_2)^{1/2}\\big)
+
+    With Inception pool3 statistics of real and generated images this is the FID of
+    Heusel, Ramsauer, Unterthiner, Nessler and Hochreiter, "GANs trained by a two time-scale
+    update rule converge to a local Nash equilibrium", NeurIPS 2017. Lower is better; 0 means
+    identical statistics.
+
+    Args:
+        mu1, sigma1: mean (d,) and covariance (d, d) of the first set (scalars for d = 1).
+        mu2, sigma2: the same for the second set.
+        method: how ``Tr((S1 S2)^{1/2})`` is computed. ``"eigh"`` (default): from the
+            eigenvalues of the symmetric PSD matrix ``S1^{1/2} S2 S1^{1/2}``, which is stable
+            for the rank-deficient covariances of fewer images than dimensions. ``"sqrtm"``:
+            ``scipy.linalg.sqrtm(S1 @ S2)`` as in the reference implementations, with their
+            fixes: ``eps * I`` added to both covariances when the result is not finite, and a
+            small imaginary part dropped (a large one raises ``FloatingPointError``). Both
+            agree to round-off on PSD inputs.
+        eps: the diagonal offset of the ``"sqrtm"`` retry.
+
+    Returns:
+        The squared Fréchet distance (a float >= 0; a round-off negative is clipped to 0).
+    """
+    mu1, sigma1 = _as_stats(mu1, sigma1, "first set")
+    mu2, sigma2 = _as_stats(mu2, sigma2, "second set")
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"feature dimensions differ: {mu1.shape[0]} and {mu2.shape[0]}")
+    if method == "eigh":
+        tr_covmean = _trace_sqrt_product_eigh(sigma1, sigma2)
+    elif method == "sqrtm":
+        tr_covmean = _trace_sqrt_product_sqrtm(sigma1, sigma2, eps)
+    else:
+        raise ValueError(f"unknown method {method!r}; expected 'eigh' or 'sqrtm'")
+    diff = mu1 - mu2
+    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    return max(value, 0.0)
+
+
+def feature_stats(features: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and unbiased covariance (d, d) of feature rows (N, d), in float64.
+
+    The covariance is ``np.cov(features, rowvar=False)`` (divides by N - 1), as in the
+    reference FID implementations. Needs N >= 2.
+    """
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be a (N, d) array, got shape {f.shape}")
+    if f.shape[0] < MIN_IMAGES:
+        raise ValueError(f"FID statistics need at least {MIN_IMAGES} feature rows, got "
+                         f"{f.shape[0]}")
+    if not np.isfinite(f).all():
+        raise ValueError("features have non-finite values")
+    return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def fid(real_features: Any, synthetic_features: Any) -> float:
+    """FID between two sets of feature rows: :func:`frechet_distance` of their
+    :func:`feature_stats`."""
+    return frechet_distance(*feature_stats(real_features), *feature_stats(synthetic_features))
+
+
+@dataclass(frozen=True)
+class GroupFID:
+    """The FID of one subgroup, with the image counts it rests on.
+
+    ``value`` is None when it cannot be computed, and ``reason`` then says why.
+    """
+
+    value: float | None
+    n_real: int
+    n_synthetic: int
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _is_missing(g: object) -> bool:
+    return g is None or (isinstance(g, float) and math.isnan(g))
+
+
+def _group_rows(features: Any, groups: Sequence[Hashable], side: str) -> tuple[np.ndarray, list]:
+    f = np.asarray(features, dtype=np.float64)
+    groups = list(groups)
+    if f.ndim != 2:
+        raise ValueError(f"{side} features must be a (N, d) array, got shape {f.shape}")
+    if len(groups) != f.shape[0]:
+        raise ValueError(f"{side}: {f.shape[0]} feature rows but {len(groups)} group values")
+    return f, groups
+
+
+def fid_by_group(
+    real_features: Any,
+    real_groups: Sequence[Hashable],
+    synthetic_features: Any,
+    synthetic_groups: Sequence[Hashable],
+    *,
+    min_count: int = MIN_IMAGES,
+) -> dict[Hashable, GroupFID]:
+    """FID of each subgroup: real rows of group g against synthetic rows of group g.
+
+    Groups are any hashable values (e.g. ``"female"``). Every group seen on either side gets
+    an entry; a group with fewer than ``min_count`` images on a side (including none, i.e.
+    present on one side only) gets ``value=None`` and a ``reason``. Rows whose group is
+    missing (None or NaN) belong to no subgroup and are left out (their count is logged).
+    Entries are ordered by ``str(group)``.
+    """
+    if not isinstance(min_count, int) or min_count < MIN_IMAGES:
+        raise ValueError(f"min_count must be an integer >= {MIN_IMAGES}, got {min_count!r}")
+    fr, gr = _group_rows(real_features, real_groups, "real")
+    fs, gs = _group_rows(synthetic_features, synthetic_groups, "synthetic")
+    if fr.shape[1] != fs.shape[1]:
+        raise ValueError(f"feature dimensions differ: real {fr.shape[1]}, synthetic "
+                         f"{fs.shape[1]}")
+    missing_r = sum(map(_is_missing, gr))
+    missing_s = sum(map(_is_missing, gs))
+    if missing_r or missing_s:
+        log.info("fid_by_group: %d real and %d synthetic images have no group value and are "
+                 "left out", missing_r, missing_s)
+    values = {g for g in [*gr, *gs] if not _is_missing(g)}
+    out: dict[Hashable, GroupFID] = {}
+    for g in sorted(values, key=str):
+        rows_r = fr[[i for i, x in enumerate(gr) if not _is_missing(x) and x == g]]
+        rows_s = fs[[i for i, x in enumerate(gs) if not _is_missing(x) and x == g]]
+        n_r, n_s = len(rows_r), len(rows_s)
+        reasons = []
+        for n, side in ((n_r, "real"), (n_s, "synthetic")):
+            if n == 0:
+                reasons.append(f"no {side} images")
+            elif n < min_count:
+                reasons.append(f"fewer than {min_count} {side} images")
+        if reasons:
+            out[g] = GroupFID(None, n_r, n_s, "; ".join(reasons))
+        else:
+            out[g] = GroupFID(fid(rows_r, rows_s), n_r, n_s, None)
+    return out
+
+
+def fid_variance(group_fids: Mapping[Hashable, GroupFID]) -> float | None:
+    """Population variance of the defined subgroup FIDs: a fairness summary (0 is fairest).
+
+        Var = (1 / K) * sum_k (FID_k - mean_k FID_k)^2
+
+    over the K groups whose FID is defined. ddof = 0 because the groups are the whole
+    population of subgroups of the attribute, not a sample drawn from a larger set of groups.
+    Returns None when fewer than 2 group FIDs are defined.
+    """
+    values = [g.value for g in group_fids.values() if g.value is not None]
+    if len(values) < 2:
+        return None
+    return float(np.var(np.asarray(values, dtype=np.float64), ddof=0))
