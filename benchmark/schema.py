@@ -69,6 +69,16 @@ FINDINGS: tuple[str, ...] = (
     "support_devices",
     # COVID-19 image data collection
     "covid_19",
+    # Dermatology (FairGen's five Fitzpatrick17k diseases)
+    "allergic_contact_dermatitis",
+    "basal_cell_carcinoma",
+    "lichen_planus",
+    "psoriasis",
+    "squamous_cell_carcinoma",
+    # Brain MRI (OASIS: clinical dementia rating > 0)
+    "dementia",
+    # Cardiac MRI
+    "heart_failure",
 )
 
 # The sensitive attributes a task may name, with their vocabularies.
