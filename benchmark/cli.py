@@ -62,9 +62,48 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("tasks", "tasks"), ("methods", "generators (methods and baselines)"),
                        ("datasets", "datasets (phantoms and real loaders)"),
                        ("profiles", "run profiles")):
-        sub.add_parser(name, help=f"list the registered {what}",
-                       description=f"List the registered {what}, one line each.")
+        p = sub.add_parser(name, help=f"list the registered {what}",
+                           description=f"List the registered {what}, one line each.")
+        if name == "datasets":
+            p.add_argument("--show", metavar="NAME", default=None,
+                           help="write a PNG grid of the dataset's samples (rows = subgroup, "
+                                "columns = class) instead of listing")
+            p.add_argument("--task", default=None,
+                           help="task whose subgroups and classes lay out the grid "
+                                "(default: the first task on the dataset)")
+            p.add_argument("--images", type=int, default=2000,
+                           help="phantom images to draw the grid from (default: 2000)")
+            p.add_argument("--root", default=None, help="local copy of a real dataset")
+            p.add_argument("--out", default=None,
+                           help="PNG path (default: docs/<NAME>_grid.png)")
     return parser
+
+
+def show_dataset(args: argparse.Namespace) -> int:
+    """``datasets --show NAME``: write a sample grid PNG; returns the exit status."""
+    from .data import DATASETS
+    from .report import sample_grid
+    from .tasks import TASKS
+
+    spec = DATASETS.get(args.show)
+    if args.task is not None:
+        task = TASKS.get(args.task)
+    else:
+        on_it = [t for _, t in TASKS.items() if t.dataset == spec.name]
+        if not on_it:
+            print(f"error: no task uses dataset {spec.name!r}; pass --task", file=sys.stderr)
+            return 2
+        task = on_it[0]
+    if not spec.phantom and args.root is None:
+        print(f"error: dataset {spec.name!r} needs --root", file=sys.stderr)
+        return 2
+    ds = spec.loader(root=args.root, image_size=task.image_size, n_images=args.images, seed=0,
+                     split_salt=task.split_salt)
+    out = args.out or os.path.join("docs", f"{spec.name}_grid.png")
+    sample_grid(ds, task, out, title=f"{spec.name}: rows = {' x '.join(task.sensitive_attributes)}"
+                f", columns = {task.name} classes")
+    print(out)
+    return 0
 
 
 def _listing(command: str) -> list[str]:
@@ -118,6 +157,12 @@ def summary(record: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "datasets" and args.show is not None:
+        try:
+            return show_dataset(args)
+        except UnknownNameError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.command in ("tasks", "methods", "datasets", "profiles"):
         print("\n".join(_listing(args.command)))
         return 0

@@ -31,6 +31,7 @@ def test_record_round_trip_and_validation(tmp_path):
     path = write_json_atomic(tmp_path / "r" / "result.json", rec)
     validate_record(json.loads(path.read_text()))
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by others: records are shared
 
 
 def test_record_with_a_tampered_config_is_rejected():
