@@ -100,8 +100,7 @@ def show_dataset(args: argparse.Namespace) -> int:
     ds = spec.loader(root=args.root, image_size=task.image_size, n_images=args.images, seed=0,
                      split_salt=task.split_salt)
     out = args.out or os.path.join("docs", f"{spec.name}_grid.png")
-    sample_grid(ds, task, out, title=f"{spec.name}: rows = {' x '.join(task.sensitive_attributes)}"
-                f", columns = {task.name} classes")
+    sample_grid(ds, task, out, title=f"{spec.name}\n({task.name})")
     print(out)
     return 0
 

@@ -130,3 +130,39 @@ register_task(
         prompt_template="chest x-ray, {sex}, age {age_group}, {finding}",
     )
 )
+
+# Provisional: issue 3 asks for subgroups by age band (< 75 / >= 75), which needs a derived
+# attribute the schema does not have yet; until then the schema's age groups are used.
+register_task(
+    Task(
+        name="phantom-brain-dementia",
+        description="brain MRI phantom, dementia vs none; subgroups by sex and age group",
+        dataset="phantom-brain",
+        classes=("no_finding", "dementia"),
+        sensitive_attributes=("sex", "age_group"),
+        image_size=64,
+        channels=1,
+        prompt_template="T1 brain MRI, {sex}, age {age_group}, {finding}",
+    )
+)
+
+# Provisional: issue 3 asks for light (I-II) / medium (III-IV) / dark (V-VI) tone groups, which
+# need a derived attribute the schema does not have yet; until then the six types are used.
+register_task(
+    Task(
+        name="phantom-skin-disease",
+        description="skin phantom, 5 diseases (FairGen); subgroups by Fitzpatrick skin type",
+        dataset="phantom-skin",
+        classes=(
+            "allergic_contact_dermatitis",
+            "basal_cell_carcinoma",
+            "lichen_planus",
+            "psoriasis",
+            "squamous_cell_carcinoma",
+        ),
+        sensitive_attributes=("skin_tone",),
+        image_size=64,
+        channels=3,
+        prompt_template="dermatology photo, Fitzpatrick type {skin_tone}, {finding}",
+    )
+)

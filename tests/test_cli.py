@@ -41,7 +41,8 @@ def test_listing_contents(capsys):
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["oversample", "real-only"]
     main(["tasks"])
-    assert capsys.readouterr().out.split()[0] == "phantom-cxr-finding"
+    tasks = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert tasks == sorted(tasks) and "phantom-cxr-finding" in tasks
 
 
 def test_every_command_has_help():

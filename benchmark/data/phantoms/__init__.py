@@ -3,6 +3,10 @@
 Importing this package registers every phantom in :data:`benchmark.data.registry.DATASETS`.
 """
 
-from . import cxr  # noqa: F401  (registers "phantom-cxr")
+from . import (
+    brain,  # noqa: F401  (registers "phantom-brain")
+    cxr,  # noqa: F401  (registers "phantom-cxr")
+    skin,  # noqa: F401  (registers "phantom-skin")
+)
 
-__all__ = ["cxr"]
+__all__ = ["brain", "cxr", "skin"]

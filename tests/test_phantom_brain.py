@@ -1,0 +1,247 @@
+"""Tests of the brain MRI phantom (benchmark.data.phantoms.brain)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from benchmark import schema
+from benchmark.data import DATASETS, assign_splits
+from benchmark.data.phantoms import brain
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRSYNTH_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def _pixels(ds) -> np.ndarray:
+    return np.stack([np.asarray(im) for im in ds["image"]])
+
+
+def _dark_fraction(params, region: str, threshold: int = 70) -> np.ndarray:
+    """Per image: fraction of pixels darker than ``threshold`` (CSF) inside an oracle region."""
+    out = []
+    for p in params:
+        mask = brain.region_masks(p, 64)[region]
+        out.append(np.mean(brain.render(p, 64)[mask] < threshold))
+    return np.array(out)
+
+
+def _mean_in(params, region: str) -> np.ndarray:
+    return np.array([brain.render(p, 64)[brain.region_masks(p, 64)[region]].mean()
+                     for p in params])
+
+
+# -- determinism, resolution, schema, splits ------------------------------------------------
+
+
+def test_same_seed_same_pixels_different_seed_different(cache, monkeypatch):
+    a = _pixels(brain.generate(16, seed=1))
+    monkeypatch.setenv("FAIRSYNTH_CACHE", str(cache / "other"))  # force a fresh render
+    b = _pixels(brain.generate(16, seed=1))
+    c = _pixels(brain.generate(16, seed=2))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    p = brain.generate_params(5, seed=7)
+    assert p == brain.generate_params(5, seed=7)
+    assert np.array_equal(brain.render(p[0]), brain.render(p[0]))
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_any_resolution(size):
+    p = brain.reference_params(1, finding="dementia", seed=1)[0]
+    img = brain.render(p, size)
+    assert img.shape == (size, size) and img.dtype == np.uint8
+    assert 20 < img.mean() < 200 and img.std() > 30
+    # same anatomy at every size: the intracranial mean agrees across resolutions
+    m = brain.region_masks(p, size)["intracranial"]
+    ref = brain.render(p, 128)[brain.region_masks(p, 128)["intracranial"]].mean()
+    assert abs(img[m].mean() - ref) < 12
+    with pytest.raises(ValueError, match="image_size"):
+        brain.render(p, 4)
+
+
+def test_dataset_follows_schema(cache):
+    ds = brain.generate(40, image_size=32, seed=0)
+    schema.validate_dataset(ds, source="phantom-brain")
+    assert ds.features == schema.FEATURES
+    assert tuple(ds.column_names) == schema.COLUMNS
+    row = ds[0]
+    assert row["image"].mode == "L" and row["image"].size == (32, 32)
+    assert all(r is None for r in ds["race"]) and all(s is None for s in ds["skin_tone"])
+    assert set(ds["source"]) == {"phantom-brain"}
+    assert [[f] for f in ds["finding"]] == ds["labels"]
+    assert set(ds["finding"]) <= set(brain.BRAIN_FINDINGS)
+    for sid, pid in zip(ds["sample_id"], ds["patient_id"], strict=True):
+        assert re.fullmatch(r"brain-p\d{6}", pid) and sid == f"{pid}-s1"
+    assert len(set(ds["patient_id"])) == len(ds)  # one image per patient
+    params = brain.generate_params(40, seed=0)
+    assert [p.sample_id for p in params] == ds["sample_id"]
+    assert [p.age for p in params] == pytest.approx(ds["age"])
+
+
+def test_patient_level_split(cache):
+    ds = brain.generate(200, image_size=16, seed=3, split_salt="abc")
+    by_patient: dict[str, set[str]] = {}
+    for pid, split in zip(ds["patient_id"], ds["split"], strict=True):
+        by_patient.setdefault(pid, set()).add(split)
+    assert all(len(s) == 1 for s in by_patient.values())
+    pids = list(ds["patient_id"])
+    assert ds["split"] == assign_splits(pids, salt="abc")
+    assert set(ds["split"]) == {"train", "val", "test"}
+
+
+def test_registered_loader_and_reference(cache):
+    spec = DATASETS.get("phantom-brain")
+    assert spec.phantom and spec.card == "phantom_brain.md"
+    assert (REPO / "data_cards" / spec.card).is_file()
+    ds = spec.loader(root=None, image_size=32, n_images=12, seed=0)
+    assert ds["sample_id"] == brain.generate(12, image_size=32, seed=0)["sample_id"]
+    ref = brain.reference(10, sex="male", age_band=">=75", finding="dementia", image_size=32,
+                          seed=5)
+    schema.validate_dataset(ref)
+    assert set(ref["finding"]) == {"dementia"} and set(ref["sex"]) == {"male"}
+    assert min(ref["age"]) >= 75 and set(ref["split"]) == {"test"}
+    assert all(pid.startswith("brain-ref-") for pid in ref["patient_id"])
+    with pytest.raises(ValueError, match="unknown age_band"):
+        brain.reference(3, age_band="80+")
+    with pytest.raises(ValueError, match="unknown finding"):
+        brain.reference(3, finding="edema")
+
+
+# -- calibrated proportions ------------------------------------------------------------------
+
+
+def test_sampled_proportions_follow_documented_oasis_numbers():
+    n = 20_000
+    params = brain.sample_params(np.random.default_rng(1), n)
+    age = np.array([p.age for p in params])
+    dem = np.array([p.finding == "dementia" for p in params])
+    female = np.array([p.sex == "female" for p in params])
+    # documented numbers: 100 / 416 demented, 256 / 416 female, nobody demented under 60
+    assert stats.binomtest(int(dem.sum()), n, 100 / 416).pvalue > 1e-3
+    assert stats.binomtest(int(female.sum()), n, 256 / 416).pvalue > 1e-3
+    assert not dem[age < 60].any()
+    assert age.min() >= 18 and age.max() <= 96
+    # the age histogram follows the documented bins (chi-square)
+    edges = [b[0] for b in brain.OASIS_AGE_BINS] + [brain.OASIS_AGE_BINS[-1][1]]
+    observed, _ = np.histogram(age, bins=edges)
+    expected = np.array([b[2] for b in brain.OASIS_AGE_BINS]) / 416 * n
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    assert sum(b[2] for b in brain.OASIS_AGE_BINS) == brain.OASIS_SUBJECTS == 416
+    assert sum(b[3] for b in brain.OASIS_AGE_BINS) == brain.OASIS_DEMENTED == 100
+    # CDR of the demented: 70 / 28 / 2
+    cdr = Counter(p.cdr for p in params if p.finding == "dementia")
+    got = np.array([cdr[c] for c in brain.CDR_LEVELS])
+    assert stats.chisquare(got, np.array(brain.CDR_COUNTS) / 100 * got.sum()).pvalue > 1e-3
+    assert {p.cdr for p in params if p.finding == "no_finding"} == {0.0}
+    assert brain.expected_proportions()["dementia"] == pytest.approx(100 / 416)
+
+
+def test_conditional_sampling():
+    ps = brain.sample_params(np.random.default_rng(2), 500, sex="female", age_band="<75",
+                             finding="dementia")
+    assert {(p.sex, p.finding, p.age_band) for p in ps} == {("female", "dementia", "<75")}
+    assert all(60 <= p.age < 75 for p in ps)
+    assert {p.phenotype for p in ps} == {"dementia_hippocampal_sparing"}
+    old = brain.sample_params(np.random.default_rng(2), 200, age_band=">=75", finding="dementia")
+    assert {p.phenotype for p in old} == {"dementia_limbic_predominant"}
+    nf = brain.sample_params(np.random.default_rng(2), 200, finding="no_finding")
+    assert {p.phenotype for p in nf} == {"typical"}
+
+
+def test_sex_changes_head_size():
+    ps = brain.sample_params(np.random.default_rng(3), 4000)
+    male = np.array([p.head_half_length * p.head_half_width for p in ps if p.sex == "male"])
+    female = np.array([p.head_half_length * p.head_half_width for p in ps if p.sex == "female"])
+    assert male.mean() > female.mean() * 1.05
+    assert stats.mannwhitneyu(male, female).pvalue < 1e-6
+
+
+# -- effects measured from the images ---------------------------------------------------------
+
+
+def test_csf_and_ventricles_grow_with_age():
+    ps = brain.sample_params(np.random.default_rng(4), 2000, finding="no_finding")
+    young = [p for p in ps if p.age < 30][:30]
+    old = [p for p in ps if p.age >= 75][:30]
+    assert _dark_fraction(old, "intracranial").mean() > _dark_fraction(
+        young, "intracranial").mean() + 0.05
+    assert _dark_fraction(old, "ventricular_region").mean() > _dark_fraction(
+        young, "ventricular_region").mean() + 0.08
+    # continuous: CSF fraction correlates with age across all ages
+    sample = ps[:80]
+    rho = stats.spearmanr([p.age for p in sample], _dark_fraction(sample, "intracranial"))
+    assert rho.statistic > 0.6
+
+
+def _age_matched(band: str, n: int = 30):
+    """Dementia and control parameters with ages in 60-74 (<75) or 75+ (>=75)."""
+    dem = brain.sample_params(np.random.default_rng(5), n, age_band=band, finding="dementia")
+    ctl = brain.sample_params(np.random.default_rng(6), 20 * n, age_band=band,
+                              finding="no_finding")
+    ctl = [p for p in ctl if p.age >= 60][:n]
+    assert abs(np.mean([p.age for p in dem]) - np.mean([p.age for p in ctl])) < 4
+    return dem, ctl
+
+
+def test_dementia_shrinks_hippocampi_vs_age_matched_controls():
+    for band in brain.AGE_BANDS:
+        dem, ctl = _age_matched(band)
+        assert np.mean([p.hippocampal_atrophy for p in dem]) > np.mean(
+            [p.hippocampal_atrophy for p in ctl])
+        drop = _mean_in(ctl, "hippocampal_region").mean() - _mean_in(
+            dem, "hippocampal_region").mean()
+        assert drop > 5, band
+        assert _dark_fraction(dem, "intracranial").mean() > _dark_fraction(
+            ctl, "intracranial").mean() + 0.03
+
+
+def test_phenotype_differs_between_age_bands():
+    young_dem, young_ctl = _age_matched("<75")
+    old_dem, old_ctl = _age_matched(">=75")
+
+    def hippo_drop(dem, ctl):
+        return _mean_in(ctl, "hippocampal_region").mean() - _mean_in(
+            dem, "hippocampal_region").mean()
+
+    def posterior_excess(dem, ctl):  # extra posterior CSF beyond the anterior increase
+        post = _dark_fraction(dem, "posterior_cortex").mean() - _dark_fraction(
+            ctl, "posterior_cortex").mean()
+        ant = _dark_fraction(dem, "anterior_cortex").mean() - _dark_fraction(
+            ctl, "anterior_cortex").mean()
+        return post - ant
+
+    # >= 75: limbic-predominant (hippocampi hit hardest); < 75: hippocampal-sparing, posterior
+    assert hippo_drop(old_dem, old_ctl) > hippo_drop(young_dem, young_ctl) + 15
+    assert posterior_excess(young_dem, young_ctl) > posterior_excess(old_dem, old_ctl) + 0.15
+    assert min(p.posterior_atrophy for p in young_dem) > max(
+        p.posterior_atrophy for p in old_dem)
+
+
+# -- cache ------------------------------------------------------------------------------------
+
+
+def test_disk_cache_is_complete_and_keyed(cache, monkeypatch):
+    ds = brain.generate(8, image_size=16, seed=9)
+    entries = list((cache / "phantoms").iterdir())
+    assert len(entries) == 1 and not entries[0].name.startswith(".")
+    brain._MEMORY.clear()
+    again = brain.generate(8, image_size=16, seed=9)  # from disk
+    assert np.array_equal(_pixels(ds), _pixels(again))
+    key = brain.cache_key("generate", n_images=8, image_size=16, seed=9, split_salt="fairsynth")
+    assert entries[0].name == key
+    monkeypatch.setattr(brain, "PHANTOM_VERSION", "test-bump")
+    assert brain.cache_key("generate", n_images=8, image_size=16, seed=9,
+                           split_salt="fairsynth") != key
+    brain.generate(8, image_size=16, seed=9)
+    assert len(list((cache / "phantoms").iterdir())) == 2

@@ -1,0 +1,203 @@
+"""Tests of the skin phantom (benchmark.data.phantoms.skin)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage, stats
+
+from benchmark import schema
+from benchmark.data import DATASETS, assign_splits
+from benchmark.data.phantoms import skin
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Fitzpatrick17k (Groh et al. 2021): images per Fitzpatrick type 1..6 and unknown (-1).
+F17K = {"I": 2947, "II": 4808, "III": 3308, "IV": 2781, "V": 1533, "VI": 635, None: 565}
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAIRSYNTH_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def _pixels(ds) -> np.ndarray:
+    return np.stack([np.asarray(im) for im in ds["image"]])
+
+
+def test_same_seed_same_pixels_different_seed_different(cache, monkeypatch):
+    a = _pixels(skin.generate(20, seed=1))
+    monkeypatch.setenv("FAIRSYNTH_CACHE", str(cache / "other"))  # force a fresh render
+    skin._MEMORY.clear()
+    b = _pixels(skin.generate(20, seed=1))
+    c = _pixels(skin.generate(20, seed=2))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    p = skin.generate_params(5, seed=7)
+    assert p == skin.generate_params(5, seed=7)
+    assert np.array_equal(skin.render(p[0]), skin.render(p[0]))
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_any_resolution(size):
+    p = skin.reference_params(1, skin_tone="III", finding="psoriasis", seed=1)[0]
+    img = skin.render(p, size)
+    assert img.shape == (size, size, 3) and img.dtype == np.uint8
+    assert 20 < img.mean() < 235 and img.std() > 8
+    assert skin.lesion_mask(p, size).shape == (size, size)
+    # the same lesion at every size: the lesion's area fraction agrees
+    frac = skin.lesion_mask(p, size).mean()
+    assert abs(frac - skin.lesion_mask(p, 256).mean()) < 0.02
+
+
+def test_dataset_follows_schema(cache):
+    ds = skin.generate(60, image_size=32, seed=0)
+    schema.validate_dataset(ds, source="phantom-skin")
+    assert ds.features == schema.FEATURES
+    assert tuple(ds.column_names) == schema.COLUMNS
+    row = ds[0]
+    assert row["image"].mode == "RGB" and row["image"].size == (32, 32)
+    for col in ("sex", "age", "age_group", "race"):
+        assert all(v is None for v in ds[col])
+    assert set(ds["source"]) == {"phantom-skin"}
+    assert [[f] for f in ds["finding"]] == ds["labels"]
+    assert set(ds["finding"]) <= set(skin.SKIN_FINDINGS)
+    assert set(ds["skin_tone"]) <= set(schema.SKIN_TONE) | {None}
+    for sid, pid in zip(ds["sample_id"], ds["patient_id"], strict=True):
+        assert re.fullmatch(r"skin-p\d{6}", pid) and sid == pid + "-s1"
+    params = skin.generate_params(60, seed=0)
+    assert [p.sample_id for p in params] == ds["sample_id"]
+    assert [p.skin_tone for p in params] == ds["skin_tone"]
+    assert ds["patient_id"][0] == "skin-p000001"
+
+
+def test_patient_level_split(cache):
+    ds = skin.generate(200, image_size=16, seed=3, split_salt="abc")
+    by_patient: dict[str, set[str]] = {}
+    for pid, split in zip(ds["patient_id"], ds["split"], strict=True):
+        by_patient.setdefault(pid, set()).add(split)
+    assert all(len(s) == 1 for s in by_patient.values())
+    pids = list(by_patient)
+    assert [next(iter(by_patient[p])) for p in pids] == assign_splits(pids, salt="abc")
+    assert set(ds["split"]) == {"train", "val", "test"}
+
+
+def test_registered_loader_and_reference(cache):
+    spec = DATASETS.get("phantom-skin")
+    assert spec.phantom and spec.card == "phantom_skin.md"
+    assert (REPO / "data_cards" / spec.card).is_file()
+    ds = spec.loader(root=None, image_size=16, n_images=12, seed=0)
+    assert ds["sample_id"] == skin.generate(12, image_size=16, seed=0)["sample_id"]
+    ref = skin.reference(10, skin_tone="VI", finding="lichen_planus", image_size=16, seed=2)
+    schema.validate_dataset(ref)
+    assert set(ref["skin_tone"]) == {"VI"} and set(ref["finding"]) == {"lichen_planus"}
+    assert set(ref["split"]) == {"test"}
+    assert all(pid.startswith("skin-ref-") for pid in ref["patient_id"])
+    with pytest.raises(ValueError, match="unknown skin_tone"):
+        skin.reference(3, skin_tone="VII")
+    with pytest.raises(ValueError, match="unknown finding"):
+        skin.reference(3, finding="pneumothorax")
+
+
+def test_disk_cache_is_complete_and_keyed(cache, monkeypatch):
+    ds = skin.generate(8, image_size=16, seed=9)
+    entries = list((cache / "phantoms").iterdir())
+    assert len(entries) == 1 and not entries[0].name.startswith(".")
+    skin._MEMORY.clear()
+    assert np.array_equal(_pixels(ds), _pixels(skin.generate(8, image_size=16, seed=9)))
+    key = skin.cache_key("generate", n_images=8, image_size=16, seed=9, split_salt="fairsynth")
+    assert entries[0].name == key
+    monkeypatch.setattr(skin, "PHANTOM_VERSION", "test-bump")
+    assert skin.cache_key("generate", n_images=8, image_size=16, seed=9,
+                          split_salt="fairsynth") != key
+
+
+# -- calibration -----------------------------------------------------------------------------
+
+
+def test_tone_frequencies_follow_fitzpatrick17k():
+    assert skin.FITZPATRICK17K_TONE_COUNTS == F17K
+    assert sum(F17K.values()) == 16_577  # the dataset's size
+    params = skin.sample_params(np.random.default_rng(0), 20_000)
+    got = Counter(p.skin_tone for p in params)
+    keys = list(F17K)
+    observed = np.array([got[k] for k in keys])
+    expected = np.array([F17K[k] for k in keys], float) / sum(F17K.values()) * len(params)
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    # an unknown type is rendered with a hidden known type, recorded in `fitzpatrick`
+    assert {p.fitzpatrick for p in params if p.skin_tone is None} == set(schema.SKIN_TONE)
+    assert all(p.fitzpatrick == p.skin_tone for p in params if p.skin_tone is not None)
+    # diseases: equal weights, independent of the type
+    fcount = Counter(p.finding for p in params)
+    assert stats.chisquare([fcount[f] for f in skin.SKIN_FINDINGS]).pvalue > 1e-3
+    table = np.array([[sum(1 for p in params if p.skin_tone == t and p.finding == f)
+                       for f in skin.SKIN_FINDINGS] for t in schema.SKIN_TONE])
+    assert stats.chi2_contingency(table).pvalue > 1e-3
+
+
+# -- appearance --------------------------------------------------------------------------------
+
+
+def _lesion_stats(tone: str, finding: str, n: int = 20, seed: int = 4):
+    """Per image: mean RGB inside the lesion mask and of the skin away from the lesion."""
+    inside, outside = [], []
+    for p in skin.reference_params(n, skin_tone=tone, finding=finding, seed=seed):
+        img = skin.render(p, 64).astype(float)
+        m = skin.lesion_mask(p, 64)
+        far = ~ndimage.binary_dilation(m, iterations=6)
+        inside.append(img[m].mean(axis=0))
+        outside.append(img[far].mean(axis=0))
+    return np.array(inside), np.array(outside)
+
+
+@pytest.mark.parametrize("finding", skin.SKIN_FINDINGS)
+def test_lesions_are_visible_on_every_tone(finding):
+    for tone in ("I", "III", "V", "VI"):
+        # mean colour distance of lesion pixels from the surrounding skin's mean colour, over
+        # that of the surrounding skin's own pixels (captures colour, scale, crust, vessels)
+        excess = []
+        for p in skin.reference_params(8, skin_tone=tone, finding=finding, seed=4):
+            img = skin.render(p, 64).astype(float)
+            m = skin.lesion_mask(p, 64)
+            far = ~ndimage.binary_dilation(m, iterations=6)
+            ref = img[far].mean(axis=0)
+            dev = np.linalg.norm(img - ref, axis=2)
+            excess.append(dev[m].mean() - dev[far].mean())
+        assert min(excess) > 10, (finding, tone, min(excess))
+        assert np.mean(excess) > 14, (finding, tone, np.mean(excess))
+
+
+def test_darker_types_have_darker_normal_skin():
+    lum = []
+    for tone in schema.SKIN_TONE:
+        _, outside = _lesion_stats(tone, "psoriasis", n=8)
+        lum.append((outside @ np.array([0.299, 0.587, 0.114])).mean())
+    assert all(a > b + 10 for a, b in zip(lum, lum[1:], strict=False)), lum
+
+
+def test_tone_dependent_phenotypes():
+    light, light_out = _lesion_stats("I", "psoriasis")
+    dark, dark_out = _lesion_stats("VI", "psoriasis")
+    # psoriasis: salmon-pink (strongly red) on type I, grey-violaceous / brown on type VI
+    redness = lambda rgb: rgb[:, 0] - rgb[:, 1]  # noqa: E731
+    assert redness(light).mean() > redness(dark).mean() + 25
+    # the lesion's own redness over its surrounding skin is lower on dark skin
+    assert (redness(light) - redness(light_out)).mean() > (
+        redness(dark) - redness(dark_out)).mean() + 20
+    # erythema-based (dermatitis) contrast is lower on dark skin
+    a_in, a_out = _lesion_stats("I", "allergic_contact_dermatitis")
+    b_in, b_out = _lesion_stats("VI", "allergic_contact_dermatitis")
+    assert np.linalg.norm(a_in - a_out, axis=1).mean() > np.linalg.norm(
+        b_in - b_out, axis=1).mean() + 15
+    # phenotype labels and post-inflammatory hyperpigmentation are recorded in the params
+    pl = skin.reference_params(10, skin_tone="II", finding="psoriasis")
+    pd = skin.reference_params(10, skin_tone="V", finding="psoriasis")
+    assert {p.phenotype for p in pl} == {"psoriasis:salmon_pink_plaque"}
+    assert {p.phenotype for p in pd} == {"psoriasis:grey_violaceous_plaque+pih"}
+    assert all(p.pih == 0 for p in pl) and all(p.pih > 0 for p in pd)
+    assert skin.erythema_visibility("I") > skin.erythema_visibility("VI")
