@@ -12,7 +12,7 @@ from scipy import stats
 
 from benchmark import schema
 from benchmark.data import DATASETS, assign_splits
-from benchmark.data.phantoms import brain
+from benchmark.data.phantoms import _common, brain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -235,7 +235,7 @@ def test_disk_cache_is_complete_and_keyed(cache, monkeypatch):
     ds = brain.generate(8, image_size=16, seed=9)
     entries = list((cache / "phantoms").iterdir())
     assert len(entries) == 1 and not entries[0].name.startswith(".")
-    brain._MEMORY.clear()
+    _common.MEMORY.clear()
     again = brain.generate(8, image_size=16, seed=9)  # from disk
     assert np.array_equal(_pixels(ds), _pixels(again))
     key = brain.cache_key("generate", n_images=8, image_size=16, seed=9, split_salt="fairsynth")

@@ -14,7 +14,7 @@ from scipy import stats
 
 from benchmark import schema
 from benchmark.data import DATASETS, assign_splits
-from benchmark.data.phantoms import cxr
+from benchmark.data.phantoms import _common, cxr
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -298,7 +298,7 @@ def test_disk_cache_is_complete_and_keyed(cache, monkeypatch):
     entries = list((cache / "phantoms").iterdir())
     assert len(entries) == 1 and not entries[0].name.startswith(".")
     assert (entries[0] / "dataset_info.json").is_file()
-    cxr._MEMORY.clear()
+    _common.MEMORY.clear()
     again = cxr.generate(16, image_size=32, seed=9)  # from disk
     assert np.array_equal(_pixels(ds), _pixels(again))
     key = cxr.cache_key("generate", n_images=16, image_size=32, seed=9, split_salt="fairsynth")

@@ -12,7 +12,7 @@ from scipy import ndimage, stats
 
 from benchmark import schema
 from benchmark.data import DATASETS, assign_splits
-from benchmark.data.phantoms import skin
+from benchmark.data.phantoms import _common, skin
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def _pixels(ds) -> np.ndarray:
 def test_same_seed_same_pixels_different_seed_different(cache, monkeypatch):
     a = _pixels(skin.generate(20, seed=1))
     monkeypatch.setenv("FAIRSYNTH_CACHE", str(cache / "other"))  # force a fresh render
-    skin._MEMORY.clear()
+    _common.MEMORY.clear()
     b = _pixels(skin.generate(20, seed=1))
     c = _pixels(skin.generate(20, seed=2))
     assert np.array_equal(a, b)
@@ -108,7 +108,7 @@ def test_disk_cache_is_complete_and_keyed(cache, monkeypatch):
     ds = skin.generate(8, image_size=16, seed=9)
     entries = list((cache / "phantoms").iterdir())
     assert len(entries) == 1 and not entries[0].name.startswith(".")
-    skin._MEMORY.clear()
+    _common.MEMORY.clear()
     assert np.array_equal(_pixels(ds), _pixels(skin.generate(8, image_size=16, seed=9)))
     key = skin.cache_key("generate", n_images=8, image_size=16, seed=9, split_salt="fairsynth")
     assert entries[0].name == key

@@ -40,24 +40,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import math
 import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import datasets
 import numpy as np
-from PIL import Image
 from scipy import ndimage
-from tqdm.auto import tqdm
 
-from ...schema import COLUMNS, FEATURES, SEX, age_to_group
+from ...schema import SEX, age_to_group
 from ..registry import DatasetSpec, register_dataset
 from ..splits import assign_splits
+from ._common import cached_dataset, params_to_dataset
 
 BRAIN_FINDINGS: tuple[str, ...] = ("no_finding", "dementia")
 
@@ -533,75 +528,19 @@ def reference_params(
                          age_band=age_band, finding=finding, id_prefix="brain-ref")
 
 
-def _png(array: np.ndarray) -> dict[str, object]:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
-    return {"bytes": buf.getvalue(), "path": None}
-
-
 def _to_dataset(params: list[BrainParams], image_size: int,
                 splits: list[str]) -> datasets.Dataset:
-    rows: dict[str, list] = {c: [] for c in COLUMNS}
-    bar = tqdm(total=len(params), desc=SOURCE, unit="img", leave=False,
-               disable=True if len(params) < 500 else None)
-    with bar:
-        for p, split in zip(params, splits, strict=True):
-            rows["sample_id"].append(p.sample_id)
-            rows["patient_id"].append(p.patient_id)
-            rows["split"].append(split)
-            rows["image"].append(_png(render(p, image_size)))
-            rows["finding"].append(p.finding)
-            rows["labels"].append([p.finding])
-            rows["sex"].append(p.sex)
-            rows["age"].append(p.age)
-            rows["age_group"].append(p.age_group)
-            rows["race"].append(None)
-            rows["skin_tone"].append(None)
-            rows["source"].append(SOURCE)
-            bar.update()
-    return datasets.Dataset.from_dict(rows, features=FEATURES)
-
-
-def cache_root() -> Path:
-    """``$FAIRSYNTH_CACHE/phantoms`` (default ``~/.cache/fairsynth-bench/phantoms``)."""
-    root = os.environ.get("FAIRSYNTH_CACHE", "~/.cache/fairsynth-bench")
-    return Path(root).expanduser() / "phantoms"
+    return params_to_dataset(
+        params, splits, image_size=image_size, render=render, source=SOURCE,
+        attributes=lambda p: {"sex": p.sex, "age": p.age, "age_group": p.age_group, "race": None,
+                         "skin_tone": None},
+    )
 
 
 def cache_key(kind: str, **config: object) -> str:
     """sha256 of everything a cached phantom dataset depends on."""
     payload = {"phantom": "brain", "kind": kind, "version": PHANTOM_VERSION, **config}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-_MEMORY: dict[tuple[str, str], datasets.Dataset] = {}
-_MEMORY_MAX = 16
-
-
-def _cached(key: str, build) -> datasets.Dataset:
-    root = str(cache_root())
-    hit = _MEMORY.get((root, key))
-    if hit is not None:
-        return hit
-    final = Path(root) / key
-    if not (final / "dataset_info.json").is_file():
-        ds = build()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            ds.save_to_disk(str(tmp))
-            try:
-                os.replace(tmp, final)
-            except OSError:  # another process finished first: keep its copy
-                if not (final / "dataset_info.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    ds = datasets.Dataset.load_from_disk(str(final))
-    if len(_MEMORY) >= _MEMORY_MAX:
-        _MEMORY.pop(next(iter(_MEMORY)))
-    _MEMORY[(root, key)] = ds
-    return ds
 
 
 def generate(
@@ -629,7 +568,7 @@ def generate(
         splits = assign_splits([p.patient_id for p in params], salt=split_salt)
         return _to_dataset(params, image_size, splits)
 
-    return _cached(key, build)
+    return cached_dataset(key, build)
 
 
 def reference(
@@ -661,7 +600,7 @@ def reference(
         params = reference_params(n, sex=sex, age_band=age_band, finding=finding, seed=seed)
         return _to_dataset(params, image_size, ["test"] * len(params))
 
-    return _cached(key, build)
+    return cached_dataset(key, build)
 
 
 def load(

@@ -36,24 +36,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import os
-import shutil
-import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import datasets
 import numpy as np
-from PIL import Image
 from scipy import ndimage
-from tqdm.auto import tqdm
 
-from ...schema import COLUMNS, FEATURES, SKIN_TONE
+from ...schema import SKIN_TONE
 from ..registry import DatasetSpec, register_dataset
 from ..splits import assign_splits
+from ._common import cached_dataset, params_to_dataset
 
 SKIN_FINDINGS: tuple[str, ...] = (
     "allergic_contact_dermatitis",
@@ -616,39 +610,13 @@ def reference_params(n: int, *, skin_tone: str | None = None, finding: str | Non
                          id_prefix="skin-ref")
 
 
-def _png(array: np.ndarray) -> dict[str, object]:
-    buf = io.BytesIO()
-    Image.fromarray(array, mode="RGB").save(buf, format="PNG", compress_level=1)
-    return {"bytes": buf.getvalue(), "path": None}
-
-
-def _to_dataset(params: list[SkinParams], image_size: int, splits: list[str]
-                ) -> datasets.Dataset:
-    rows: dict[str, list] = {c: [] for c in COLUMNS}
-    bar = tqdm(total=len(params), desc=SOURCE, unit="img", leave=False,
-               disable=True if len(params) < 500 else None)
-    with bar:
-        for p, split in zip(params, splits, strict=True):
-            rows["sample_id"].append(p.sample_id)
-            rows["patient_id"].append(p.patient_id)
-            rows["split"].append(split)
-            rows["image"].append(_png(render(p, image_size)))
-            rows["finding"].append(p.finding)
-            rows["labels"].append([p.finding])
-            rows["sex"].append(None)
-            rows["age"].append(None)
-            rows["age_group"].append(None)
-            rows["race"].append(None)
-            rows["skin_tone"].append(p.skin_tone)
-            rows["source"].append(SOURCE)
-            bar.update()
-    return datasets.Dataset.from_dict(rows, features=FEATURES)
-
-
-def cache_root() -> Path:
-    """``$FAIRSYNTH_CACHE/phantoms`` (default ``~/.cache/fairsynth-bench/phantoms``)."""
-    root = os.environ.get("FAIRSYNTH_CACHE", "~/.cache/fairsynth-bench")
-    return Path(root).expanduser() / "phantoms"
+def _to_dataset(params: list[SkinParams], image_size: int,
+                splits: list[str]) -> datasets.Dataset:
+    return params_to_dataset(
+        params, splits, image_size=image_size, render=render, source=SOURCE,
+        attributes=lambda p: {"sex": None, "age": None, "age_group": None, "race": None,
+                         "skin_tone": p.skin_tone},
+    )
 
 
 def cache_key(kind: str, **config: object) -> str:
@@ -662,36 +630,6 @@ def cache_key(kind: str, **config: object) -> str:
         **config,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-_MEMORY: dict[tuple[str, str], datasets.Dataset] = {}
-_MEMORY_MAX = 16
-
-
-def _cached(key: str, build: Callable[[], datasets.Dataset]) -> datasets.Dataset:
-    root = str(cache_root())
-    hit = _MEMORY.get((root, key))
-    if hit is not None:
-        return hit
-    final = Path(root) / key
-    if not (final / "dataset_info.json").is_file():
-        ds = build()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            ds.save_to_disk(str(tmp))
-            try:
-                os.replace(tmp, final)
-            except OSError:  # another process finished first: keep its copy
-                if not (final / "dataset_info.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    ds = datasets.Dataset.load_from_disk(str(final))
-    if len(_MEMORY) >= _MEMORY_MAX:
-        _MEMORY.pop(next(iter(_MEMORY)))
-    _MEMORY[(root, key)] = ds
-    return ds
 
 
 def generate(
@@ -719,7 +657,7 @@ def generate(
         splits = assign_splits([p.patient_id for p in params], salt=split_salt)
         return _to_dataset(params, image_size, splits)
 
-    return _cached(key, build)
+    return cached_dataset(key, build)
 
 
 def reference(
@@ -750,7 +688,7 @@ def reference(
         params = reference_params(n, skin_tone=skin_tone, finding=finding, seed=seed)
         return _to_dataset(params, image_size, ["test"] * len(params))
 
-    return _cached(key, build)
+    return cached_dataset(key, build)
 
 
 def load(

@@ -1,0 +1,96 @@
+"""What every phantom shares: PNG encoding, rows -> Dataset, and the memory + disk cache."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ...schema import COLUMNS, FEATURES
+
+_MEMORY_MAX = 16
+MEMORY: dict[tuple[str, str], datasets.Dataset] = {}
+
+
+def png_image(array: np.ndarray) -> dict[str, object]:
+    """An image cell (PNG bytes, fast compression) for a uint8 (H, W) or (H, W, 3) array."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def params_to_dataset(
+    params: Sequence[Any],
+    splits: Sequence[str],
+    *,
+    image_size: int,
+    render: Callable[[Any, int], np.ndarray],
+    attributes: Callable[[Any], Mapping[str, object]],
+    source: str,
+) -> datasets.Dataset:
+    """Render ``params`` into a standard-schema Dataset.
+
+    Each parameter object has ``sample_id``, ``patient_id`` and ``finding``; ``attributes(p)``
+    gives its ``sex``, ``age``, ``age_group``, ``race`` and ``skin_tone`` (None where unknown).
+    """
+    rows: dict[str, list] = {c: [] for c in COLUMNS}
+    with tqdm(total=len(params), desc=source, unit="img", leave=False,
+              disable=True if len(params) < 500 else None) as bar:
+        for p, split in zip(params, splits, strict=True):
+            rows["sample_id"].append(p.sample_id)
+            rows["patient_id"].append(p.patient_id)
+            rows["split"].append(split)
+            rows["image"].append(png_image(render(p, image_size)))
+            rows["finding"].append(p.finding)
+            rows["labels"].append([p.finding])
+            for column, value in attributes(p).items():
+                rows[column].append(value)
+            rows["source"].append(source)
+            bar.update()
+    return datasets.Dataset.from_dict(rows, features=FEATURES)
+
+
+def cache_root() -> Path:
+    """``$FAIRSYNTH_CACHE/phantoms`` (default ``~/.cache/fairsynth-bench/phantoms``)."""
+    root = os.environ.get("FAIRSYNTH_CACHE", "~/.cache/fairsynth-bench")
+    return Path(root).expanduser() / "phantoms"
+
+
+def cached_dataset(key: str, build: Callable[[], datasets.Dataset]) -> datasets.Dataset:
+    """``build()``'s Dataset, cached in memory and under :func:`cache_root` ``/<key>/``.
+
+    The disk copy is written to a temporary sibling folder and renamed into place, so a killed
+    process never leaves a half-written cache entry that looks complete.
+    """
+    root = str(cache_root())
+    hit = MEMORY.get((root, key))
+    if hit is not None:
+        return hit
+    final = Path(root) / key
+    if not (final / "dataset_info.json").is_file():
+        ds = build()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            ds.save_to_disk(str(tmp))
+            try:
+                os.replace(tmp, final)
+            except OSError:  # another process finished first: keep its copy
+                if not (final / "dataset_info.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    ds = datasets.Dataset.load_from_disk(str(final))
+    if len(MEMORY) >= _MEMORY_MAX:
+        MEMORY.pop(next(iter(MEMORY)))
+    MEMORY[(root, key)] = ds
+    return ds
