@@ -71,11 +71,7 @@ class Plan:
 
 def cell_counts(ds: datasets.Dataset, task: Task) -> Counter:
     """Number of rows of ``ds`` in each (subgroup tuple, class) cell of ``task``."""
-    columns = ds.select_columns([*task.sensitive_attributes, "finding"]).to_dict()
-    groups = zip(*(columns[a] for a in task.sensitive_attributes), strict=True)
-    return Counter(
-        (tuple(g), task.class_of(f)) for g, f in zip(groups, columns["finding"], strict=True)
-    )
+    return Counter(task.cell_keys(ds))
 
 
 def water_fill(counts: Sequence[int], budget: int) -> list[int]:

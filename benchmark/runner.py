@@ -31,7 +31,7 @@ import pandas as pd
 from .data import DATASETS, read_image_folder, write_image_folder
 from .evaluation import generation_metrics
 from .generators import GENERATORS, FitContext, allocate
-from .metrics import FeatureCache, InceptionV3FID, default_cache
+from .metrics import FeatureCache, FeatureExtractor, InceptionV3FID, default_cache
 from .profiles import PROFILES, Profile
 from .results import (
     config_hash,
@@ -110,6 +110,20 @@ def run_dir_for(out: str | Path, task: str, method: str, profile: str, seed: int
     return Path(out) / task / method / f"{profile}-seed{seed}"
 
 
+def run_config(task: Task, method: str, method_config: dict[str, Any], profile: Profile,
+               seed: int, root: str | Path | None, extractor: FeatureExtractor) -> dict[str, Any]:
+    """The full config of a run: everything its numbers depend on (hashed into the record)."""
+    return {
+        "task": task.as_dict(),
+        "method": {"name": method, "config": method_config},
+        "profile": profile.as_dict(),
+        "seed": seed,
+        "data_seed": DATA_SEED,
+        "root": str(root) if root is not None else None,
+        "feature_extractor": extractor.cache_key,
+    }
+
+
 class _Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -142,15 +156,7 @@ def run(
     extractor = InceptionV3FID()
     cache = feature_cache if feature_cache is not None else default_cache()
     device = pick_device()
-    config = {
-        "task": task_obj.as_dict(),
-        "method": {"name": method, "config": generator.config},
-        "profile": prof.as_dict(),
-        "seed": seed,
-        "data_seed": DATA_SEED,
-        "root": str(root) if root is not None else None,
-        "feature_extractor": extractor.cache_key,
-    }
+    config = run_config(task_obj, method, generator.config, prof, seed, root, extractor)
     chash = config_hash(config)
     rdir = run_dir_for(out, task, method, profile, seed)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -249,15 +255,8 @@ def evaluate_folder(
         )
     extractor = InceptionV3FID()
     cache = feature_cache if feature_cache is not None else default_cache()
-    config = {
-        "task": task_obj.as_dict(),
-        "method": {"name": "external", "config": {"synthetic_dir": str(synthetic_dir)}},
-        "profile": prof.as_dict(),
-        "seed": seed,
-        "data_seed": DATA_SEED,
-        "root": str(root) if root is not None else None,
-        "feature_extractor": extractor.cache_key,
-    }
+    config = run_config(task_obj, "external", {"synthetic_dir": str(synthetic_dir)}, prof, seed,
+                        root, extractor)
     timer = _Timer()
     data = timer("load_data", lambda: load_task_data(task_obj, prof, root=root))
     test = split(data, "test")

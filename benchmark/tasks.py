@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import datasets
+
 from .registry import Registry
 from .schema import ATTRIBUTES, FINDINGS
 
@@ -76,6 +78,13 @@ class Task:
     def group_of(self, row: Mapping[str, object]) -> tuple[str | None, ...]:
         """The subgroup of a sample: its values of the sensitive attributes, in order."""
         return tuple(row[a] for a in self.sensitive_attributes)  # type: ignore[misc]
+
+    def cell_keys(self, ds: datasets.Dataset) -> list[tuple[tuple[str | None, ...], str | None]]:
+        """The (subgroup, class) cell of every row of ``ds``, in row order: the task's one
+        grouper (class is None for a finding outside the task)."""
+        cols = ds.select_columns([*self.sensitive_attributes, "finding"]).to_dict()
+        groups = zip(*(cols[a] for a in self.sensitive_attributes), strict=True)
+        return [(tuple(g), self.class_of(f)) for g, f in zip(groups, cols["finding"], strict=True)]
 
     def prompt(self, group: Mapping[str, str | None], cls: str) -> str:
         values = {a: (v if v is not None else "unknown") for a, v in group.items()}

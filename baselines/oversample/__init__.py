@@ -32,12 +32,7 @@ class Oversample(Generator):
 
     def _cells(self) -> dict[tuple, np.ndarray]:
         assert self._pool is not None and self._task is not None
-        task = self._task
-        cols = self._pool.select_columns([*task.sensitive_attributes, "finding"]).to_dict()
-        keys = [
-            (tuple(cols[a][i] for a in task.sensitive_attributes), task.class_of(f))
-            for i, f in enumerate(cols["finding"])
-        ]
+        keys = self._task.cell_keys(self._pool)
         cells: dict[tuple, list[int]] = {}
         for i, key in enumerate(keys):
             cells.setdefault(key, []).append(i)

@@ -16,13 +16,10 @@ from ..tasks import Task
 def cell_examples(ds: datasets.Dataset, task: Task, per_cell: int = 1
                   ) -> dict[tuple[tuple[str | None, ...], str], list[int]]:
     """Row indices of the first ``per_cell`` images of every (subgroup, class) cell."""
-    cols = ds.select_columns([*task.sensitive_attributes, "finding"]).to_dict()
     cells: dict[tuple[tuple[str | None, ...], str], list[int]] = {}
-    for i, finding in enumerate(cols["finding"]):
-        cls = task.class_of(finding)
+    for i, (group, cls) in enumerate(task.cell_keys(ds)):
         if cls is None:
             continue
-        group = tuple(cols[a][i] for a in task.sensitive_attributes)
         members = cells.setdefault((group, cls), [])
         if len(members) < per_cell:
             members.append(i)
