@@ -15,17 +15,33 @@ labels      every finding present in the image (a list of names from :data:`FIND
 sex         one of :data:`SEX` or ``None``
 age         age in years (float) or ``None``
 age_group   :func:`age_to_group` of ``age`` (one of :data:`AGE_GROUPS`) or ``None``
+age_band    :func:`age_to_band` of ``age``: ``<75`` or ``>=75`` (FairGen's brain MRI grouping)
 race        one of :data:`RACE` or ``None``
 skin_tone   Fitzpatrick type, one of :data:`SKIN_TONE`, or ``None``
+skin_tone_group  :func:`tone_to_group` of ``skin_tone``: light (I-II), medium (III-IV),
+            dark (V-VI), or ``None``
+bmi         body-mass index in kg/m^2 (float) or ``None``
+bmi_class   :func:`bmi_to_class` of ``bmi`` (WHO classes, :data:`BMI_CLASSES`) or ``None``
+mask        an optional segmentation mask (uint8 label image the size of ``image``; the data
+            card of its dataset names the labels), ``None`` where the dataset has none
 source      where the row comes from: a dataset name, or ``synthetic:<method>``
+
+Derived columns (``age_group``, ``age_band``, ``skin_tone_group``, ``bmi_class``) are defined
+once here (:data:`DERIVED`); where their base value is known they must agree with it
+(:func:`validate_rows` checks), and where it is unknown they may still be set (a synthetic
+image asked for "dark skin" has a tone group but no Fitzpatrick type). Loaders fill them with
+:func:`derive_attributes`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import datasets
+
+#: Bump when columns or vocabularies change: cached datasets (phantoms) include it in their key.
+SCHEMA_VERSION = "2"
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -34,6 +50,10 @@ SEX: tuple[str, ...] = ("female", "male")
 # Age bins in years: [0, 18), [18, 40), [40, 60), [60, 80), [80, inf).
 AGE_BIN_EDGES: tuple[float, ...] = (18.0, 40.0, 60.0, 80.0)
 AGE_GROUPS: tuple[str, ...] = ("0-17", "18-39", "40-59", "60-79", "80+")
+
+# Age bands of FairGen's brain MRI task: below 75 years, and 75 or older.
+AGE_BAND_EDGE: float = 75.0
+AGE_BANDS: tuple[str, ...] = ("<75", ">=75")
 
 # Race/ethnicity, following the US OMB categories that MIMIC-IV and CheXpert records use.
 # Unknown, declined and unmapped values are None (loaders count them).
@@ -49,6 +69,16 @@ RACE: tuple[str, ...] = (
 
 # Fitzpatrick skin types I-VI (unknown is None).
 SKIN_TONE: tuple[str, ...] = ("I", "II", "III", "IV", "V", "VI")
+
+# Fitzpatrick groups used by FairGen and most dermatology fairness work.
+SKIN_TONE_GROUPS: tuple[str, ...] = ("light", "medium", "dark")
+_TONE_TO_GROUP: Mapping[str, str] = {
+    "I": "light", "II": "light", "III": "medium", "IV": "medium", "V": "dark", "VI": "dark",
+}
+
+# WHO adult body-mass-index classes (kg/m^2): < 18.5, [18.5, 25), [25, 30), >= 30.
+BMI_EDGES: tuple[float, ...] = (18.5, 25.0, 30.0)
+BMI_CLASSES: tuple[str, ...] = ("underweight", "normal", "overweight", "obese")
 
 # Findings across the supported datasets, snake_case. Tasks map findings to their classes.
 FINDINGS: tuple[str, ...] = (
@@ -85,8 +115,11 @@ FINDINGS: tuple[str, ...] = (
 ATTRIBUTES: Mapping[str, tuple[str, ...]] = {
     "sex": SEX,
     "age_group": AGE_GROUPS,
+    "age_band": AGE_BANDS,
     "race": RACE,
     "skin_tone": SKIN_TONE,
+    "skin_tone_group": SKIN_TONE_GROUPS,
+    "bmi_class": BMI_CLASSES,
 }
 
 COLUMNS: tuple[str, ...] = (
@@ -99,8 +132,13 @@ COLUMNS: tuple[str, ...] = (
     "sex",
     "age",
     "age_group",
+    "age_band",
     "race",
     "skin_tone",
+    "skin_tone_group",
+    "bmi",
+    "bmi_class",
+    "mask",
     "source",
 )
 
@@ -115,8 +153,13 @@ FEATURES = datasets.Features(
         "sex": datasets.Value("string"),
         "age": datasets.Value("float32"),
         "age_group": datasets.Value("string"),
+        "age_band": datasets.Value("string"),
         "race": datasets.Value("string"),
         "skin_tone": datasets.Value("string"),
+        "skin_tone_group": datasets.Value("string"),
+        "bmi": datasets.Value("float32"),
+        "bmi_class": datasets.Value("string"),
+        "mask": datasets.Image(),
         "source": datasets.Value("string"),
     }
 )
@@ -150,6 +193,66 @@ def age_to_group(age: float | None) -> str | None:
     return AGE_GROUPS[-1]
 
 
+def _check_number(name: str, value: float, unit: str) -> float:
+    value = float(value)
+    if math.isnan(value) or value < 0:
+        raise SchemaError(f"{name} must be a non-negative number of {unit} or None, got {value!r}")
+    return value
+
+
+def age_to_band(age: float | None) -> str | None:
+    """``"<75"`` or ``">=75"`` (:data:`AGE_BANDS`); ``None`` stays ``None``. Same input rules
+    as :func:`age_to_group`."""
+    if age is None:
+        return None
+    return AGE_BANDS[1] if _check_number("age", age, "years") >= AGE_BAND_EDGE else AGE_BANDS[0]
+
+
+def tone_to_group(skin_tone: str | None) -> str | None:
+    """Fitzpatrick type -> light (I-II) / medium (III-IV) / dark (V-VI); ``None`` stays ``None``."""
+    if skin_tone is None:
+        return None
+    try:
+        return _TONE_TO_GROUP[skin_tone]
+    except KeyError:
+        raise SchemaError(
+            f"unknown skin_tone {skin_tone!r}; expected one of {', '.join(SKIN_TONE)} or None"
+        ) from None
+
+
+def bmi_to_class(bmi: float | None) -> str | None:
+    """WHO class of a body-mass index in kg/m^2 (:data:`BMI_EDGES`); ``None`` stays ``None``."""
+    if bmi is None:
+        return None
+    bmi = _check_number("bmi", bmi, "kg/m^2")
+    for edge, cls in zip(BMI_EDGES, BMI_CLASSES, strict=False):
+        if bmi < edge:
+            return cls
+    return BMI_CLASSES[-1]
+
+
+#: Every derived column: (its base column, the function that derives it). The one definition.
+DERIVED: Mapping[str, tuple[str, Callable[[object], str | None]]] = {
+    "age_group": ("age", age_to_group),
+    "age_band": ("age", age_to_band),
+    "skin_tone_group": ("skin_tone", tone_to_group),
+    "bmi_class": ("bmi", bmi_to_class),
+}
+
+
+def derive_attributes(row: Mapping[str, object]) -> dict[str, str | None]:
+    """The derived columns of a row from its base values (``age``, ``skin_tone``, ``bmi``).
+
+    A derived column whose base is missing from ``row`` or ``None`` keeps the row's own value
+    (``None`` if absent), so a synthetic row may carry a group without its base value.
+    """
+    out: dict[str, str | None] = {}
+    for column, (base, fn) in DERIVED.items():
+        value = row.get(base)
+        out[column] = fn(value) if value is not None else row.get(column)  # type: ignore[assignment]
+    return out
+
+
 def check_value(column: str, value: object, *, where: str = "") -> None:
     """Raise :class:`SchemaError` unless ``value`` is ``None`` or in ``column``'s vocabulary."""
     vocab = VOCABULARIES.get(column)
@@ -164,23 +267,26 @@ def check_value(column: str, value: object, *, where: str = "") -> None:
 def validate_rows(rows: Iterable[Mapping[str, object]], *, source: str = "") -> int:
     """Check rows (dicts, with or without ``image``) against the schema; return their number.
 
-    Checks that every column is present, every categorical value is in its vocabulary,
-    ``age_group`` agrees with ``age``, and ``labels`` holds known findings.
+    Checks that every column is present, every categorical value is in its vocabulary, each
+    derived column (:data:`DERIVED`) agrees with its known base value, and ``labels`` holds
+    known findings. ``mask`` is not inspected.
     """
     n = 0
     for i, row in enumerate(rows):
         where = f"{source} row {i}" if source else f"row {i}"
-        missing = [c for c in COLUMNS if c != "image" and c not in row]
+        missing = [c for c in COLUMNS if c not in ("image", "mask") and c not in row]
         if missing:
             raise SchemaError(f"{where}: missing column(s) {', '.join(missing)}")
         for column in VOCABULARIES:
             check_value(column, row[column], where=where)
         for label in row["labels"] or ():
             check_value("finding", label, where=f"{where}, labels")
-        if row["age"] is not None and row["age_group"] != age_to_group(row["age"]):
-            raise SchemaError(
-                f"{where}: age_group {row['age_group']!r} does not match age {row['age']!r}"
-            )
+        for column, (base, fn) in DERIVED.items():
+            if row[base] is not None and row[column] != fn(row[base]):
+                raise SchemaError(
+                    f"{where}: {column} {row[column]!r} does not match {base} {row[base]!r} "
+                    f"(expected {fn(row[base])!r})"
+                )
         if not row["sample_id"] or not row["patient_id"]:
             raise SchemaError(f"{where}: sample_id and patient_id must be non-empty")
         n += 1
@@ -195,7 +301,7 @@ def validate_dataset(ds: datasets.Dataset, *, source: str = "") -> None:
             f"{source or 'dataset'}: missing column(s) {', '.join(missing)}; "
             f"expected {', '.join(COLUMNS)}"
         )
-    validate_rows(ds.remove_columns("image"), source=source)
+    validate_rows(ds.remove_columns(["image", "mask"]), source=source)
     ids = ds["sample_id"]
     if len(set(ids)) != len(ids):
         raise SchemaError(f"{source or 'dataset'}: sample_id values are not unique")

@@ -8,7 +8,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from benchmark.schema import FEATURES, age_to_group  # noqa: E402
+from benchmark.schema import FEATURES, derive_attributes  # noqa: E402
 
 datasets.disable_progress_bars()
 
@@ -29,9 +29,12 @@ def make_rows(n: int, seed: int = 0, size: int = 16) -> dict:
         rows["labels"].append([finding])
         rows["sex"].append("female" if i % 4 == 0 else "male")
         rows["age"].append(age)
-        rows["age_group"].append(age_to_group(age))
         rows["race"].append(None)
         rows["skin_tone"].append(None)
+        rows["bmi"].append(None)
+        rows["mask"].append(None)
+        for column, value in derive_attributes({"age": age}).items():
+            rows[column].append(value)
         rows["source"].append("test")
     return rows
 

@@ -4,12 +4,16 @@ Layout of a folder::
 
     metadata.csv     one row per image: path, finding, and the attribute columns
     images/*.png     the images (``path`` is relative to the folder)
+    masks/*.png      segmentation masks, for rows that have one (``mask_path``)
 
 ``metadata.csv`` columns: ``path`` and ``finding`` are required, and so is every sensitive
 attribute of the task it is scored for. Optional: ``sample_id``, ``patient_id``, ``age``,
-``age_group``, ``sex``, ``race``, ``skin_tone``, ``source``. Empty cells mean unknown. This is
-the format ``python -m benchmark evaluate --synthetic DIR`` reads, so any generator's output
-can be scored.
+``bmi``, ``mask_path``, ``source`` and every attribute of :data:`benchmark.schema.ATTRIBUTES`
+(``sex``, ``age_group``, ``age_band``, ``race``, ``skin_tone``, ``skin_tone_group``,
+``bmi_class``). Empty cells mean unknown; a derived attribute left empty is derived from its
+base (``age``, ``skin_tone``, ``bmi``) where that is known. This is the format
+``python -m benchmark evaluate --synthetic DIR`` reads, so any generator's output can be
+scored.
 """
 
 from __future__ import annotations
@@ -28,13 +32,21 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from ..schema import ATTRIBUTES, COLUMNS, FEATURES, SchemaError, age_to_group, check_value
+from ..schema import (
+    ATTRIBUTES,
+    COLUMNS,
+    DERIVED,
+    FEATURES,
+    SchemaError,
+    check_value,
+    derive_attributes,
+)
 
 log = logging.getLogger(__name__)
 
 METADATA = "metadata.csv"
 _REQUIRED = ("path", "finding")
-_OPTIONAL = ("sample_id", "patient_id", "age", "age_group", *ATTRIBUTES, "source")
+_OPTIONAL = ("sample_id", "patient_id", "age", "bmi", "mask_path", *ATTRIBUTES, "source")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -54,8 +66,8 @@ def write_image_folder(ds: datasets.Dataset, directory: str | Path, *,
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
     (tmp / "images").mkdir(parents=True)
     try:
-        meta = ds.remove_columns("image").to_pandas()
-        paths = []
+        meta = ds.remove_columns(["image", "mask"]).to_pandas()
+        paths, mask_paths = [], []
         seen: set[str] = set()
         for i, row in enumerate(tqdm(ds, desc=f"writing {directory.name}", disable=not progress,
                                      total=len(ds), leave=False)):
@@ -66,7 +78,15 @@ def write_image_folder(ds: datasets.Dataset, directory: str | Path, *,
             rel = f"images/{name}.png"
             row["image"].save(tmp / rel)
             paths.append(rel)
+            if row["mask"] is not None:
+                (tmp / "masks").mkdir(exist_ok=True)
+                row["mask"].save(tmp / f"masks/{name}.png")
+                mask_paths.append(f"masks/{name}.png")
+            else:
+                mask_paths.append("")
         meta.insert(0, "path", paths)
+        if any(mask_paths):
+            meta.insert(1, "mask_path", mask_paths)
         meta["labels"] = meta["labels"].map(lambda v: "|".join(v) if v is not None else "")
         meta.to_csv(tmp / METADATA, index=False)
         if directory.exists():
@@ -112,7 +132,9 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise SchemaError(f"{meta_path}: cannot parse as CSV ({err})") from None
     required = [*_REQUIRED, *required_attributes]
-    missing = [c for c in required if c not in meta.columns]
+    # a derived attribute (e.g. skin_tone_group) may come from its base column (skin_tone)
+    missing = [c for c in required if c not in meta.columns
+               and not (c in DERIVED and DERIVED[c][0] in meta.columns)]
     if missing:
         raise SchemaError(
             f"{meta_path} is missing column(s) {', '.join(missing)}; expected "
@@ -137,19 +159,36 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
         finding = _cell(rec["finding"])
         for column in ("finding", *ATTRIBUTES):
             check_value(column, finding if column == "finding" else values[column], where=where)
+        numbers: dict[str, float | None] = {}
+        for column in ("age", "bmi"):
+            numbers[column] = None
+            if values[column] is not None:
+                try:
+                    numbers[column] = float(values[column])
+                except ValueError:
+                    raise SchemaError(
+                        f"{where}: {column} {values[column]!r} is not a number") from None
+                if math.isnan(numbers[column]):
+                    raise SchemaError(
+                        f"{where}: {column} is NaN; leave the cell empty for unknown")
+        try:
+            derived = derive_attributes({**values, **numbers})
+        except SchemaError as err:
+            raise SchemaError(f"{where}: {err}") from None
+        for column, (base, _) in DERIVED.items():
+            given = values[column]
+            if given is not None and given != derived[column]:
+                raise SchemaError(f"{where}: {column} {given!r} does not match {base} "
+                                  f"{values[base]!r} (expected {derived[column]!r})")
         for attr in required_attributes:
-            if values[attr] is None:
+            if (derived[attr] if attr in DERIVED else values[attr]) is None:
                 raise SchemaError(f"{where}: empty {attr}; the task needs it for every image")
-        age = None
-        if values["age"] is not None:
-            try:
-                age = float(values["age"])
-            except ValueError:
-                raise SchemaError(f"{where}: age {values['age']!r} is not a number") from None
-            if math.isnan(age):
-                raise SchemaError(f"{where}: age is NaN; leave the cell empty for unknown")
-        age_group = values["age_group"] or age_to_group(age)
-        check_value("age_group", age_group, where=where)
+        mask = None
+        if values["mask_path"] is not None:
+            mask = directory / values["mask_path"]
+            if not mask.is_file():
+                raise FileNotFoundError(f"{where}: mask {mask} does not exist")
+            mask = str(mask)
         sample_id = values["sample_id"] or f"row-{i:06d}"
         rows["sample_id"].append(sample_id)
         rows["patient_id"].append(values["patient_id"] or sample_id)
@@ -158,10 +197,13 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
         rows["finding"].append(finding)
         rows["labels"].append([finding] if finding else [])
         rows["sex"].append(values["sex"])
-        rows["age"].append(age)
-        rows["age_group"].append(age_group)
+        rows["age"].append(numbers["age"])
         rows["race"].append(values["race"])
         rows["skin_tone"].append(values["skin_tone"])
+        rows["bmi"].append(numbers["bmi"])
+        rows["mask"].append(mask)
+        for column in DERIVED:
+            rows[column].append(derived[column])
         rows["source"].append(values["source"] or source)
     if len(set(rows["sample_id"])) != len(rows["sample_id"]):
         raise SchemaError(f"{meta_path}: sample_id values are not unique")

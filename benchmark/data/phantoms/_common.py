@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ...schema import COLUMNS, FEATURES
+from ...schema import COLUMNS, FEATURES, derive_attributes
 
 _MEMORY_MAX = 16
 MEMORY: dict[tuple[str, str], datasets.Dataset] = {}
@@ -36,12 +36,19 @@ def params_to_dataset(
     render: Callable[[Any, int], np.ndarray],
     attributes: Callable[[Any], Mapping[str, object]],
     source: str,
+    render_mask: Callable[[Any, int], np.ndarray] | None = None,
 ) -> datasets.Dataset:
     """Render ``params`` into a standard-schema Dataset.
 
     Each parameter object has ``sample_id``, ``patient_id`` and ``finding``; ``attributes(p)``
-    gives its ``sex``, ``age``, ``age_group``, ``race`` and ``skin_tone`` (None where unknown).
+    gives its base attributes ``sex``, ``age``, ``race``, ``skin_tone`` and ``bmi`` (None where
+    unknown; any missing key is None). ``render_mask(p, image_size)``, when given, renders the
+    row's segmentation mask (uint8 labels) into ``mask``. Derived columns (``age_group``,
+    ``age_band``, ``skin_tone_group``, ``bmi_class``) come from
+    :func:`benchmark.schema.derive_attributes`. Cache keys must include
+    :data:`benchmark.schema.SCHEMA_VERSION`.
     """
+    base = ("sex", "age", "race", "skin_tone", "bmi")
     rows: dict[str, list] = {c: [] for c in COLUMNS}
     with tqdm(total=len(params), desc=source, unit="img", leave=False,
               disable=True if len(params) < 500 else None) as bar:
@@ -52,8 +59,16 @@ def params_to_dataset(
             rows["image"].append(png_image(render(p, image_size)))
             rows["finding"].append(p.finding)
             rows["labels"].append([p.finding])
-            for column, value in attributes(p).items():
+            attrs = dict(attributes(p))
+            unknown = set(attrs) - set(base)
+            if unknown:
+                raise ValueError(f"{source}: unexpected attribute(s) {sorted(unknown)}")
+            values = {c: attrs.get(c) for c in base}
+            values.update(derive_attributes(values))
+            for column, value in values.items():
                 rows[column].append(value)
+            rows["mask"].append(
+                png_image(render_mask(p, image_size)) if render_mask is not None else None)
             rows["source"].append(source)
             bar.update()
     return datasets.Dataset.from_dict(rows, features=FEATURES)

@@ -49,7 +49,7 @@ import datasets
 import numpy as np
 from scipy import ndimage
 
-from ...schema import SEX, age_to_group
+from ...schema import SCHEMA_VERSION, SEX, age_to_group
 from ..registry import DatasetSpec, register_dataset
 from ..splits import assign_splits
 from ._common import cached_dataset, params_to_dataset
@@ -532,14 +532,14 @@ def _to_dataset(params: list[BrainParams], image_size: int,
                 splits: list[str]) -> datasets.Dataset:
     return params_to_dataset(
         params, splits, image_size=image_size, render=render, source=SOURCE,
-        attributes=lambda p: {"sex": p.sex, "age": p.age, "age_group": p.age_group, "race": None,
-                         "skin_tone": None},
+        attributes=lambda p: {"sex": p.sex, "age": p.age},
     )
 
 
 def cache_key(kind: str, **config: object) -> str:
     """sha256 of everything a cached phantom dataset depends on."""
-    payload = {"phantom": "brain", "kind": kind, "version": PHANTOM_VERSION, **config}
+    payload = {"phantom": "brain", "kind": kind, "version": PHANTOM_VERSION,
+               "schema": SCHEMA_VERSION, **config}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

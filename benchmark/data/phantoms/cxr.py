@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from ...schema import AGE_GROUPS, SEX, age_to_group
+from ...schema import AGE_GROUPS, SCHEMA_VERSION, SEX, age_to_group
 from ..registry import DatasetSpec, register_dataset
 from ..splits import assign_splits
 from ._common import cached_dataset, params_to_dataset
@@ -845,8 +845,7 @@ def _to_dataset(params: list[CXRParams], image_size: int,
                 splits: list[str]) -> datasets.Dataset:
     return params_to_dataset(
         params, splits, image_size=image_size, render=render, source=SOURCE,
-        attributes=lambda p: {"sex": p.sex, "age": p.age, "age_group": p.age_group, "race": None,
-                         "skin_tone": None},
+        attributes=lambda p: {"sex": p.sex, "age": p.age},
     )
 
 
@@ -855,7 +854,7 @@ def cache_key(kind: str, **config: object) -> str:
     payload = {
         "phantom": "cxr",
         "kind": kind,
-        "version": PHANTOM_VERSION,
+        "version": PHANTOM_VERSION, "schema": SCHEMA_VERSION,
         "calibration": calibration_hash(),
         **config,
     }

@@ -44,7 +44,7 @@ import datasets
 import numpy as np
 from scipy import ndimage
 
-from ...schema import SKIN_TONE
+from ...schema import SCHEMA_VERSION, SKIN_TONE
 from ..registry import DatasetSpec, register_dataset
 from ..splits import assign_splits
 from ._common import cached_dataset, params_to_dataset
@@ -614,8 +614,7 @@ def _to_dataset(params: list[SkinParams], image_size: int,
                 splits: list[str]) -> datasets.Dataset:
     return params_to_dataset(
         params, splits, image_size=image_size, render=render, source=SOURCE,
-        attributes=lambda p: {"sex": None, "age": None, "age_group": None, "race": None,
-                         "skin_tone": p.skin_tone},
+        attributes=lambda p: {"skin_tone": p.skin_tone},
     )
 
 
@@ -624,7 +623,7 @@ def cache_key(kind: str, **config: object) -> str:
     payload = {
         "phantom": "skin",
         "kind": kind,
-        "version": PHANTOM_VERSION,
+        "version": PHANTOM_VERSION, "schema": SCHEMA_VERSION,
         "tone_counts": [[k, v] for k, v in FITZPATRICK17K_TONE_COUNTS.items()],
         "disease_weights": list(DISEASE_WEIGHTS),
         **config,
