@@ -1,9 +1,12 @@
+import datasets
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_rows
+from PIL import Image
 
 from benchmark.data.io import read_image_folder, write_image_folder
-from benchmark.schema import SchemaError, validate_dataset
+from benchmark.schema import FEATURES, SchemaError, bmi_to_class, validate_dataset
 
 
 def test_round_trip_keeps_pixels_and_metadata(tiny_dataset, tmp_path):
@@ -83,3 +86,42 @@ def test_required_attribute_may_not_be_empty(folder):
     with pytest.raises(SchemaError, match="empty sex"):
         read_image_folder(folder, required_attributes=("sex",), progress=False)
     assert read_image_folder(folder, progress=False)["sex"][0] is None
+
+
+def test_masks_and_derived_columns_round_trip(tmp_path):
+    rows = make_rows(12)
+    rng = np.random.default_rng(3)
+    masks = [rng.integers(0, 4, (16, 16), dtype=np.uint8) for _ in range(12)]
+    rows["mask"] = [Image.fromarray(m) for m in masks]
+    rows["bmi"] = [17.0 + i for i in range(12)]
+    rows["bmi_class"] = [bmi_to_class(b) for b in rows["bmi"]]
+    ds = datasets.Dataset.from_dict(rows, features=FEATURES)
+    folder = write_image_folder(ds, tmp_path / "syn", progress=False)
+    meta = pd.read_csv(folder / "metadata.csv")
+    assert meta["mask_path"].str.startswith("masks/").all()
+    back = read_image_folder(folder, required_attributes=("bmi_class",), progress=False)
+    validate_dataset(back)
+    assert list(back["bmi_class"]) == list(ds["bmi_class"])
+    assert list(back["age_band"]) == list(ds["age_band"])
+    for got, want in zip(back["mask"], masks, strict=True):
+        assert np.array_equal(np.asarray(got), want)
+
+
+def test_derived_attribute_comes_from_its_base_column(folder):
+    meta = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
+    meta = meta.drop(columns=["skin_tone_group"])
+    meta["skin_tone"] = ["I", "IV", "VI", ""]
+    meta.to_csv(folder / "metadata.csv", index=False)
+    back = read_image_folder(folder, progress=False)
+    assert list(back["skin_tone_group"]) == ["light", "medium", "dark", None]
+    # the fourth row has neither a tone nor a group: a task grouped by tone needs one
+    with pytest.raises(SchemaError, match="row 5: empty skin_tone_group"):
+        read_image_folder(folder, required_attributes=("skin_tone_group",), progress=False)
+
+
+def test_contradicting_derived_value_is_an_error(folder):
+    meta = pd.read_csv(folder / "metadata.csv", dtype=str, keep_default_na=False)
+    meta.loc[1, "age_band"] = ">=75" if meta.loc[1, "age_band"] == "<75" else "<75"
+    meta.to_csv(folder / "metadata.csv", index=False)
+    with pytest.raises(SchemaError, match="row 3: age_band .* does not match age"):
+        read_image_folder(folder, progress=False)

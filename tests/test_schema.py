@@ -4,10 +4,16 @@ import pytest
 
 from benchmark.schema import (
     AGE_GROUPS,
+    COLUMNS,
+    DERIVED,
     SchemaError,
+    age_to_band,
     age_to_group,
+    bmi_to_class,
     check_value,
+    derive_attributes,
     empty_dataset,
+    tone_to_group,
     validate_dataset,
     validate_rows,
 )
@@ -42,11 +48,11 @@ def test_unknown_value_names_column_value_and_vocabulary():
 
 def test_validate_dataset_accepts_good_rows(tiny_dataset):
     validate_dataset(tiny_dataset)
-    assert validate_rows(tiny_dataset.remove_columns("image")) == len(tiny_dataset)
+    assert validate_rows(tiny_dataset.remove_columns(["image", "mask"])) == len(tiny_dataset)
 
 
 def test_validate_rows_catches_inconsistent_age_group(tiny_dataset):
-    rows = tiny_dataset.remove_columns("image").to_list()
+    rows = tiny_dataset.remove_columns(["image", "mask"]).to_list()
     rows[5]["age_group"] = "0-17"
     with pytest.raises(SchemaError, match="row 5"):
         validate_rows(rows)
@@ -69,3 +75,68 @@ def test_empty_dataset_has_the_schema():
     ds = empty_dataset()
     assert len(ds) == 0
     validate_dataset(ds)
+
+
+@pytest.mark.parametrize(
+    ("age", "band"), [(0, "<75"), (74.99, "<75"), (75, ">=75"), (96, ">=75"), (None, None)]
+)
+def test_age_bands_at_the_edge(age, band):
+    assert age_to_band(age) == band
+
+
+@pytest.mark.parametrize(
+    ("tone", "group"),
+    [("I", "light"), ("II", "light"), ("III", "medium"), ("IV", "medium"), ("V", "dark"),
+     ("VI", "dark"), (None, None)],
+)
+def test_fitzpatrick_groups(tone, group):
+    assert tone_to_group(tone) == group
+
+
+def test_unknown_tone_is_an_error():
+    with pytest.raises(SchemaError, match="skin_tone.*'7'"):
+        tone_to_group("7")
+
+
+@pytest.mark.parametrize(
+    ("bmi", "cls"),
+    [(15.0, "underweight"), (18.49, "underweight"), (18.5, "normal"), (24.99, "normal"),
+     (25.0, "overweight"), (29.9, "overweight"), (30.0, "obese"), (45.0, "obese"), (None, None)],
+)
+def test_who_bmi_classes(bmi, cls):
+    assert bmi_to_class(bmi) == cls
+
+
+@pytest.mark.parametrize("bad", [math.nan, -3.0])
+def test_nan_or_negative_bmi_is_an_error(bad):
+    with pytest.raises(SchemaError, match="bmi"):
+        bmi_to_class(bad)
+
+
+def test_derive_attributes_fills_from_bases_and_keeps_groups_without_base():
+    got = derive_attributes({"age": 80.0, "skin_tone": "V", "bmi": 31.0})
+    assert got == {"age_group": "80+", "age_band": ">=75", "skin_tone_group": "dark",
+                   "bmi_class": "obese"}
+    # a synthetic row asked for "dark skin" has a group but no Fitzpatrick type
+    got = derive_attributes({"skin_tone": None, "skin_tone_group": "dark"})
+    assert got["skin_tone_group"] == "dark" and got["age_band"] is None
+
+
+def test_every_derived_column_is_a_column_and_its_base_too():
+    for column, (base, _) in DERIVED.items():
+        assert column in COLUMNS and base in COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("age_band", ">=75"), ("skin_tone_group", "dark"), ("bmi_class", "obese")],
+)
+def test_validate_rows_catches_inconsistent_derived_columns(tiny_dataset, column, value):
+    rows = tiny_dataset.remove_columns(["image", "mask"]).to_list()
+    rows[3].update({"age": 30.0, "age_group": "18-39", "age_band": "<75",
+                    "skin_tone": "I", "skin_tone_group": "light",
+                    "bmi": 22.0, "bmi_class": "normal"})
+    validate_rows(rows)
+    rows[3][column] = value
+    with pytest.raises(SchemaError, match=f"row 3: {column}"):
+        validate_rows(rows)
