@@ -49,16 +49,16 @@ import datasets
 import numpy as np
 from scipy import ndimage
 
-from ...schema import SCHEMA_VERSION, SEX, age_to_group
+from ...schema import AGE_BAND_EDGE, AGE_BANDS, SCHEMA_VERSION, SEX, age_to_band, age_to_group
 from ..registry import DatasetSpec, register_dataset
 from ..splits import assign_splits
 from ._common import cached_dataset, params_to_dataset
 
 BRAIN_FINDINGS: tuple[str, ...] = ("no_finding", "dementia")
 
-#: The two age bands of the subgroup-specific phenotype.
-AGE_BANDS: tuple[str, ...] = ("<75", ">=75")
-PHENOTYPE_AGE = 75.0
+#: The two age bands of the subgroup-specific phenotype are the schema's
+#: (:data:`benchmark.schema.AGE_BANDS`, split at :data:`benchmark.schema.AGE_BAND_EDGE`).
+PHENOTYPE_AGE = AGE_BAND_EDGE
 
 PHENOTYPES: tuple[str, ...] = (
     "typical",  # no dementia
@@ -161,8 +161,9 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 
 
 def age_band_of(age: float) -> str:
-    """``"<75"`` or ``">=75"``: the band that selects the dementia phenotype."""
-    return AGE_BANDS[1] if age >= PHENOTYPE_AGE else AGE_BANDS[0]
+    """``"<75"`` or ``">=75"``: the band that selects the dementia phenotype
+    (:func:`benchmark.schema.age_to_band`)."""
+    return age_to_band(age)  # type: ignore[return-value]
 
 
 def expected_proportions() -> dict[str, float]:

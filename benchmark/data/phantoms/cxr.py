@@ -22,6 +22,12 @@ Generative model
    opacities) in normalised coordinates, so any resolution works, then applies a film curve
    ``1 - exp(-k A)``, a blur and noise.
 
+COVID-19 (FairGen's chest task): CheXpert has none, so the phantom adds ``covid_19`` rows to
+the calibration table (:func:`joint_counts`): :data:`COVID_FRACTION` of all images,
+:data:`COVID_MALE_FRACTION` of them men, age groups within sex like CheXpert's lung-opacity
+images (documented assumptions). It is drawn as bilateral, peripheral, lower-zone, patchy
+ground-glass opacities, unlike the focal, one-sided ``lung_opacity`` and edema's perihilar haze.
+
 Subgroup-specific phenotypes (the same finding looks different in a minority subgroup):
 pleural effusion in patients aged 80+ is always bilateral, larger, flatter and denser; and
 cardiomegaly in women is a globular heart that widens to both sides (in men it extends left
@@ -73,16 +79,28 @@ from ._common import cached_dataset, params_to_dataset, stable_uniform
 
 log = logging.getLogger(__name__)
 
-CXR_FINDINGS: tuple[str, ...] = (
+#: The CheXpert findings the phantom is calibrated to.
+CHEXPERT_FINDINGS: tuple[str, ...] = (
     "no_finding",
     "cardiomegaly",
     "pleural_effusion",
     "lung_opacity",
     "edema",
 )
+#: Every finding of the phantom: CheXpert's five plus COVID-19 (FairGen's chest task combines
+#: CheXpert with the COVID-19 image data collection).
+CXR_FINDINGS: tuple[str, ...] = (*CHEXPERT_FINDINGS, "covid_19")
+
+#: Share of COVID-19 images among all phantom images (an assumption: CheXpert has no COVID-19;
+#: FairGen adds the COVID-19 image data collection's few hundred frontal COVID-19 images, a
+#: small minority next to CheXpert; 5 % keeps the class rare but learnable at default sizes).
+COVID_FRACTION = 0.05
+#: Share of men among COVID-19 images (an assumption: hospitalised COVID-19 cohorts, and the
+#: collection's images, skew male). Ages within sex follow CheXpert's lung-opacity images.
+COVID_MALE_FRACTION = 0.6
 
 #: Bump whenever sampling or rendering changes: it is part of every cache key.
-PHANTOM_VERSION = "cxr-1"
+PHANTOM_VERSION = "cxr-2"
 
 SOURCE = "phantom-cxr"
 
@@ -131,7 +149,8 @@ def chexpert_csv_path() -> Path:
 
 @dataclass(frozen=True)
 class _Calibration:
-    joint: pd.DataFrame  # sex, age_group, finding, count (every combination, zeros included)
+    joint: pd.DataFrame  # the phantom's table: CheXpert's counts plus the COVID-19 rows
+    chexpert: pd.DataFrame  # sex, age_group, finding, count (every combination, zeros included)
     ages: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]  # cell -> (ages, probs)
     images_per_patient: np.ndarray  # P(k images), k = 1..MAX_IMAGES_PER_PATIENT
     summary: dict[str, object]
@@ -175,10 +194,12 @@ def _calibration() -> _Calibration:
 
     counts = kept.groupby(["sex", "age_group", "finding"]).size()
     index = pd.MultiIndex.from_product(
-        [SEX, AGE_GROUPS, CXR_FINDINGS], names=["sex", "age_group", "finding"]
+        [SEX, AGE_GROUPS, CHEXPERT_FINDINGS], names=["sex", "age_group", "finding"]
     )
-    joint = counts.reindex(index, fill_value=0).rename("count").reset_index()
-    joint["count"] = joint["count"].astype("int64")
+    chexpert = counts.reindex(index, fill_value=0).rename("count").reset_index()
+    chexpert["count"] = chexpert["count"].astype("int64")
+    joint = pd.concat([chexpert, _covid_rows(chexpert)], ignore_index=True)
+    summary["covid_images"] = int(joint.loc[joint["finding"] == "covid_19", "count"].sum())
 
     ages: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for (sex, group), cell in kept.groupby(["sex", "age_group"]):
@@ -200,7 +221,28 @@ def _calibration() -> _Calibration:
         h.update(repr((key, ages[key][0].tolist(), ages[key][1].round(12).tolist())).encode())
     h.update(repr(images_per_patient.round(12).tolist()).encode())
     log.info("phantom-cxr calibration from %s: %s", path, summary)
-    return _Calibration(joint, ages, images_per_patient, summary, h.hexdigest())
+    return _Calibration(joint, chexpert, ages, images_per_patient, summary, h.hexdigest())
+
+
+def _covid_rows(chexpert: pd.DataFrame) -> pd.DataFrame:
+    """The COVID-19 rows of the phantom's table (:data:`COVID_FRACTION` of all images).
+
+    ``C = round(COVID_FRACTION / (1 - COVID_FRACTION) * N)`` images for ``N`` CheXpert
+    calibration images; a share :data:`COVID_MALE_FRACTION` are men; within each sex the age
+    groups follow that sex's CheXpert lung-opacity images. Counts are rounded per cell.
+    """
+    total = COVID_FRACTION / (1.0 - COVID_FRACTION) * float(chexpert["count"].sum())
+    opacity = chexpert[chexpert["finding"] == "lung_opacity"].set_index(["sex", "age_group"])
+    rows = []
+    for sex in SEX:
+        share = COVID_MALE_FRACTION if sex == "male" else 1.0 - COVID_MALE_FRACTION
+        groups = opacity.loc[sex, "count"]
+        for group in AGE_GROUPS:
+            n = total * share * float(groups[group]) / float(groups.sum())
+            rows.append((sex, group, "covid_19", int(round(n))))
+    out = pd.DataFrame(rows, columns=["sex", "age_group", "finding", "count"])
+    out["count"] = out["count"].astype("int64")
+    return out
 
 
 def chexpert_joint_counts() -> pd.DataFrame:
@@ -208,9 +250,16 @@ def chexpert_joint_counts() -> pd.DataFrame:
 
     Columns ``sex``, ``age_group``, ``finding``, ``count``; one row for every combination of
     :data:`~benchmark.schema.SEX`, :data:`~benchmark.schema.AGE_GROUPS` and
-    :data:`CXR_FINDINGS` (zeros included: CheXpert has no patient under 18). The derivation is
-    in the module docstring. Cached: the CSV is read once per process; a copy is returned.
+    :data:`CHEXPERT_FINDINGS` (zeros included: CheXpert has no patient under 18). The
+    derivation is in the module docstring. Cached: the CSV is read once per process; a copy is
+    returned.
     """
+    return _calibration().chexpert.copy()
+
+
+def joint_counts() -> pd.DataFrame:
+    """The table the phantom samples from: :func:`chexpert_joint_counts` plus the COVID-19
+    rows (:data:`COVID_FRACTION`, :data:`COVID_MALE_FRACTION`; see :func:`_covid_rows`)."""
     return _calibration().joint.copy()
 
 
@@ -287,6 +336,10 @@ class CXRParams:
     opacity_density: float
     opacity_seed: int
     edema_severity: float
+    covid_severity: float  # density of the ground-glass opacities (0: absent)
+    covid_right: float  # upward extent from the base, as a fraction of the lung height
+    covid_left: float
+    covid_seed: int  # seeds the patchy ground-glass pattern
 
     @property
     def heart_width(self) -> float:
@@ -435,6 +488,7 @@ def sample_params(
     ui = rng.random((16, n))
     noise_seed = rng.integers(0, 2**31 - 1, size=n)
     opacity_seed = rng.integers(0, 2**31 - 1, size=n)
+    covid_seed = rng.integers(0, 2**31 - 1, size=n)
 
     out: list[CXRParams] = []
     width = max(6, len(str(P)))
@@ -448,6 +502,7 @@ def sample_params(
         meniscus = density = 0.0
         ox = oy = orad = odens = 0.0
         edema = 0.0
+        covid = covid_r = covid_l = 0.0
         if f == "cardiomegaly":
             ctr = float(ctr_big[p])
             if s == "female":  # globular heart widening to both sides
@@ -482,6 +537,10 @@ def sample_params(
         elif f == "edema":
             edema = 0.65 + 0.35 * ui[10, i]
             ctr = min(ctr + 0.03 + 0.03 * ui[11, i], 0.53)
+        elif f == "covid_19":  # bilateral, peripheral, lower-zone ground glass
+            covid = 0.55 + 0.35 * ui[10, i]
+            covid_r = 0.45 + 0.35 * ui[6, i]
+            covid_l = 0.45 + 0.35 * ui[7, i]
         pid = f"{id_prefix}-p{p:0{width}d}"
         out.append(
             CXRParams(
@@ -529,6 +588,10 @@ def sample_params(
                 opacity_density=float(odens),
                 opacity_seed=int(opacity_seed[i]),
                 edema_severity=float(edema),
+                covid_severity=float(covid),
+                covid_right=float(covid_r),
+                covid_left=float(covid_l),
+                covid_seed=int(covid_seed[i]),
             )
         )
     return out
@@ -832,6 +895,18 @@ def render(params: CXRParams, image_size: int = 64) -> np.ndarray:
         kv = base - 0.06 - 0.045 * np.arange(6)
         lines = _ramp(0.006 - np.abs(v[None] - kv[:, None, None]), w(0.003)).max(axis=0)
         A_tot += 0.25 * e * lines * _ramp(su - 0.72, w(0.02)) * lung
+    if p.covid_severity > 0:
+        # ground glass: hazy (vessels stay visible), patchy, in both lungs, peripheral
+        # (towards the chest wall) and in the lower zones, rising to covid_right / _left
+        gt = _lookup(coarse, u, v, _offsets(p.covid_seed, 1)[0], 1.4 * _BANK_SCALE)
+        patch = np.clip(0.55 + 0.6 * gt, 0.0, 1.2)
+        periph = np.clip((su - 0.3) / 0.45, 0.0, 1.0)
+        ggo = np.zeros_like(u)
+        for side, extent in ((-1.0, p.covid_right), (1.0, p.covid_left)):
+            top = base - extent * (base - apex)
+            zone = np.clip((v - top) / 0.3, 0.0, 1.0)
+            ggo += _ramp(side * u, w(0.02)) * zone
+        A_tot += 0.95 * p.covid_severity * ggo * periph * patch * lung * depth
 
     # -- film curve, blur, noise
     img = 1.0 - np.exp(-p.exposure * np.clip(A_tot, 0.0, None))
