@@ -541,9 +541,15 @@ def _heart_fields(p: CardiacParams, X: np.ndarray, Y: np.ndarray) -> dict[str, n
 _ANGLES = np.linspace(-np.pi, np.pi, 361)[:-1]  # 1-degree samples of the polar profiles
 
 
-def _interp_angle(phi: np.ndarray, profile: np.ndarray) -> np.ndarray:
-    """A periodic profile sampled on :data:`_ANGLES`, interpolated at angles ``phi``."""
-    return np.interp(phi, _ANGLES, profile, period=2.0 * np.pi)
+def _interp_angle(phi: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+    """Periodic profiles ``(k, 360)`` sampled on :data:`_ANGLES`, linearly interpolated at the
+    angles ``phi``: shape ``(k, *phi.shape)`` (by hand: ``np.interp`` takes one profile)."""
+    pos = (phi + np.pi) * (len(_ANGLES) / (2.0 * np.pi))
+    i0 = np.floor(pos)
+    frac = pos - i0
+    i0 = i0.astype(np.intp) % len(_ANGLES)
+    i1 = (i0 + 1) % len(_ANGLES)
+    return profiles[:, i0] * (1.0 - frac) + profiles[:, i1] * frac
 
 
 def _fat_profiles(p: CardiacParams, R: float, rv_w: float
@@ -586,10 +592,10 @@ def _labels(p: CardiacParams, X: np.ndarray, Y: np.ndarray, aa: float,
     heart = _ramp(outer - rho, aa)
     # fat and pericardium: their outer surfaces, as functions of the angle, are smoothed so
     # that fat fills the notches where the RV meets the septum (the interventricular grooves)
-    f_out, peri_out, para_out = _fat_profiles(p, R, rv_w)
-    epi = _ramp(_interp_angle(h["phi"], f_out) - rho, aa)
-    pericardium = _ramp(_interp_angle(h["phi"], peri_out) - rho, aa)
-    para = _ramp(_interp_angle(h["phi"], para_out) - rho, aa)
+    f_out, peri_out, para_out = _interp_angle(h["phi"], np.stack(_fat_profiles(p, R, rv_w)))
+    epi = _ramp(f_out - rho, aa)
+    pericardium = _ramp(peri_out - rho, aa)
+    para = _ramp(para_out - rho, aa)
     return {"lv_blood": lv_blood, "lv_outer": lv_outer, "rv_blood": rv_blood, "heart": heart,
             "epicardial": epi, "pericardium": pericardium, "paracardial": para}
 
@@ -635,6 +641,19 @@ def _body(p: CardiacParams, X: np.ndarray, Y: np.ndarray, aa: float) -> dict[str
             "paraspinal": paraspinal, "vertebra": vertebra, "aorta": aorta}
 
 
+@functools.lru_cache(maxsize=4)
+def _scene(p: CardiacParams, n: int) -> dict[str, object]:
+    """Every soft map of a frame at ``n`` pixels, shared by :func:`render` and
+    :func:`region_masks` (a dataset row renders both; arrays are read-only)."""
+    X, Y, aa = _coords(p, n)
+    fields = _heart_fields(p, X, Y)
+    maps = {**_body(p, X, Y, aa), **_labels(p, X, Y, aa, fields)}
+    maps["papillary"] = _papillary(p, X, Y, aa)
+    for m in maps.values():
+        m.setflags(write=False)
+    return {"X": X, "Y": Y, "aa": aa, **maps}
+
+
 def render(params: CardiacParams, image_size: int = 64) -> np.ndarray:
     """Render one frame as a ``uint8`` array of shape ``(image_size, image_size)``.
 
@@ -647,10 +666,8 @@ def render(params: CardiacParams, image_size: int = 64) -> np.ndarray:
     if n < 8:
         raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
     p = params
-    X, Y, aa = _coords(p, n)
-    b = _body(p, X, Y, aa)
-    fields = _heart_fields(p, X, Y)
-    h = _labels(p, X, Y, aa, fields)
+    b = h = _scene(p, n)
+    X, Y, aa = b["X"], b["Y"], b["aa"]
     tex = _texture(X, Y, p.texture_seed, 3.0)
     fat, blood, myo = p.fat_intensity, p.blood_intensity, p.myocardium_intensity
 
@@ -674,7 +691,7 @@ def render(params: CardiacParams, image_size: int = 64) -> np.ndarray:
     img = paint(img, blood * 0.97 + 0.02 * tex, h["rv_blood"])
     img = paint(img, myo + 0.01 * tex, h["lv_outer"])
     img = paint(img, blood + 0.02 * tex, h["lv_blood"])
-    img = paint(img, myo * 1.1, _papillary(p, X, Y, aa) * h["lv_blood"])
+    img = paint(img, myo * 1.1, h["papillary"] * h["lv_blood"])
 
     u, v = _grid(n)
     img = img * p.gain * (1.0 + p.bias_x * u + p.bias_y * v)
@@ -698,10 +715,7 @@ def region_masks(params: CardiacParams, image_size: int = 64) -> dict[str, np.nd
     n = int(image_size)
     if n < 8:
         raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
-    p = params
-    X, Y, aa = _coords(p, n)
-    h = _labels(p, X, Y, aa)
-    b = _body(p, X, Y, aa)
+    b = h = _scene(params, n)
     lv_blood = h["lv_blood"] > 0.5
     lv_outer = h["lv_outer"] > 0.5
     heart = (h["heart"] > 0.5) | lv_outer
