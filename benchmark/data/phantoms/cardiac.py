@@ -42,8 +42,6 @@ Masks (:func:`render_mask`, the dataset's ``mask`` column): 0 background, 1 LV b
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, replace
@@ -52,10 +50,17 @@ import datasets
 import numpy as np
 from scipy import ndimage, stats
 
-from ...schema import BMI_CLASSES, BMI_EDGES, SCHEMA_VERSION, SEX, bmi_to_class
+from ...schema import BMI_CLASSES, BMI_EDGES, SEX, bmi_to_class
 from ..registry import DatasetSpec, register_dataset
-from ..splits import assign_splits
-from ._common import cached_dataset, params_to_dataset, stable_uniform
+from ._common import (
+    check_choice,
+    generate_cached,
+    params_to_dataset,
+    phantom_cache_key,
+    reference_cached,
+    seed_rng,
+    stable_uniform,
+)
 
 CARDIAC_FINDINGS: tuple[str, ...] = ("no_finding", "heart_failure")
 FRAMES: tuple[str, ...] = ("ed", "es")  # end-diastole, end-systole
@@ -209,11 +214,6 @@ class CardiacParams:
         return self.lv_radius_es, self.wall_es, self.rv_width_es
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-
-
 def age_decade(age: float) -> str:
     """The age decade of an age in years, e.g. ``"60s"`` for 63 (for prompts and tables)."""
     return f"{int(age) // 10 * 10}s"
@@ -243,9 +243,9 @@ def joint_probabilities(*, sex: str | None = None, bmi_class: str | None = None,
 
     Keys are ``(sex, finding, bmi_class)``. BMI is truncated to :data:`BMI_RANGE`.
     """
-    _check_choice("sex", sex, SEX)
-    _check_choice("bmi_class", bmi_class, BMI_CLASSES)
-    _check_choice("finding", finding, CARDIAC_FINDINGS)
+    check_choice("sex", sex, SEX)
+    check_choice("bmi_class", bmi_class, BMI_CLASSES)
+    check_choice("finding", finding, CARDIAC_FINDINGS)
     out: dict[tuple[str, str, str], float] = {}
     for s in SEX:
         p_s = FEMALE_FRACTION if s == "female" else 1.0 - FEMALE_FRACTION
@@ -756,16 +756,11 @@ def ejection_fraction_from_areas(area_ed: float, area_es: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _seed_rng(seed: int, stream: str) -> np.random.Generator:
-    tag = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:4], "big")
-    return np.random.default_rng([int(seed), tag])
-
-
 def generate_params(n_images: int, *, seed: int = 0) -> list[CardiacParams]:
     """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(_seed_rng(seed, "cardiac-generate"), int(n_images))
+    return sample_params(seed_rng(seed, "cardiac-generate"), int(n_images))
 
 
 def reference_params(
@@ -780,9 +775,9 @@ def reference_params(
     """The parameters of :func:`reference`'s rows, in row order."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    _check_choice("frame", frame, FRAMES)
+    check_choice("frame", frame, FRAMES)
     frames = FRAMES if frame is None else (frame,)
-    return sample_params(_seed_rng(seed, "cardiac-reference"), int(n), sex=sex,
+    return sample_params(seed_rng(seed, "cardiac-reference"), int(n), sex=sex,
                          bmi_class=bmi_class, finding=finding, frames=frames,
                          id_prefix="cardiac-ref")
 
@@ -797,9 +792,7 @@ def _to_dataset(params: list[CardiacParams], image_size: int,
 
 def cache_key(kind: str, **config: object) -> str:
     """sha256 of everything a cached phantom dataset depends on."""
-    payload = {"phantom": "cardiac", "kind": kind, "version": PHANTOM_VERSION,
-               "schema": SCHEMA_VERSION, **config}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return phantom_cache_key("cardiac", PHANTOM_VERSION, kind, **config)
 
 
 def generate(
@@ -817,18 +810,8 @@ def generate(
     both frames of a patient share a split. ``mask`` holds :func:`render_mask`. Cached in
     memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
     """
-    n_images, image_size, seed = int(n_images), int(image_size), int(seed)
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    key = cache_key("generate", n_images=n_images, image_size=image_size, seed=seed,
-                    split_salt=split_salt)
-
-    def build() -> datasets.Dataset:
-        params = generate_params(n_images, seed=seed)
-        splits = assign_splits([p.patient_id for p in params], salt=split_salt)
-        return _to_dataset(params, image_size, splits)
-
-    return cached_dataset(key, build)
+    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
+                           image_size=image_size, seed=seed, split_salt=split_salt)
 
 
 def reference(
@@ -849,22 +832,12 @@ def reference(
     patient ids start with ``cardiac-ref-`` and never collide with :func:`generate`'s.
     Parameters: :func:`reference_params`.
     """
-    n, image_size, seed = int(n), int(image_size), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _check_choice("sex", sex, SEX)
-    _check_choice("bmi_class", bmi_class, BMI_CLASSES)
-    _check_choice("finding", finding, CARDIAC_FINDINGS)
-    _check_choice("frame", frame, FRAMES)
-    key = cache_key("reference", n=n, sex=sex, bmi_class=bmi_class, finding=finding,
-                    frame=frame, image_size=image_size, seed=seed)
-
-    def build() -> datasets.Dataset:
-        params = reference_params(n, sex=sex, bmi_class=bmi_class, finding=finding,
-                                  frame=frame, seed=seed)
-        return _to_dataset(params, image_size, ["test"] * len(params))
-
-    return cached_dataset(key, build)
+    check_choice("sex", sex, SEX)
+    check_choice("bmi_class", bmi_class, BMI_CLASSES)
+    check_choice("finding", finding, CARDIAC_FINDINGS)
+    check_choice("frame", frame, FRAMES)
+    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
+                            seed=seed, sex=sex, bmi_class=bmi_class, finding=finding, frame=frame)
 
 
 def load(

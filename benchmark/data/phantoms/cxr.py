@@ -72,10 +72,17 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from ...schema import AGE_GROUPS, SCHEMA_VERSION, SEX, age_to_group
+from ...schema import AGE_GROUPS, SEX, age_to_group
 from ..registry import DatasetSpec, register_dataset
-from ..splits import assign_splits
-from ._common import cached_dataset, params_to_dataset, stable_uniform
+from ._common import (
+    check_choice,
+    generate_cached,
+    params_to_dataset,
+    phantom_cache_key,
+    reference_cached,
+    seed_rng,
+    stable_uniform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -350,13 +357,6 @@ class CXRParams:
         return asdict(self)
 
 
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-
-
 def sample_params(
     rng: np.random.Generator,
     n: int,
@@ -385,9 +385,9 @@ def sample_params(
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    _check_choice("sex", sex, SEX)
-    _check_choice("age_group", age_group, AGE_GROUPS)
-    _check_choice("finding", finding, CXR_FINDINGS)
+    check_choice("sex", sex, SEX)
+    check_choice("age_group", age_group, AGE_GROUPS)
+    check_choice("finding", finding, CXR_FINDINGS)
     cal = _calibration()
     if images_per_patient == "chexpert":
         k_probs = cal.images_per_patient
@@ -924,16 +924,11 @@ def render(params: CXRParams, image_size: int = 64) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _seed_rng(seed: int, stream: str) -> np.random.Generator:
-    tag = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:4], "big")
-    return np.random.default_rng([int(seed), tag])
-
-
 def generate_params(n_images: int, *, seed: int = 0) -> list[CXRParams]:
     """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(_seed_rng(seed, "generate"), n_images)
+    return sample_params(seed_rng(seed, "generate"), n_images)
 
 
 def reference_params(
@@ -948,7 +943,7 @@ def reference_params(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     return sample_params(
-        _seed_rng(seed, "reference"), n, sex=sex, age_group=age_group, finding=finding,
+        seed_rng(seed, "reference"), n, sex=sex, age_group=age_group, finding=finding,
         images_per_patient=1, id_prefix="cxr-ref",
     )
 
@@ -963,14 +958,8 @@ def _to_dataset(params: list[CXRParams], image_size: int,
 
 def cache_key(kind: str, **config: object) -> str:
     """sha256 of everything a cached phantom dataset depends on."""
-    payload = {
-        "phantom": "cxr",
-        "kind": kind,
-        "version": PHANTOM_VERSION, "schema": SCHEMA_VERSION,
-        "calibration": calibration_hash(),
-        **config,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return phantom_cache_key("cxr", PHANTOM_VERSION, kind, calibration=calibration_hash(),
+                             **config)
 
 
 def generate(
@@ -987,18 +976,8 @@ def generate(
     :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``.
     Cached in memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
     """
-    n_images, image_size, seed = int(n_images), int(image_size), int(seed)
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    key = cache_key("generate", n_images=n_images, image_size=image_size, seed=seed,
-                    split_salt=split_salt)
-
-    def build() -> datasets.Dataset:
-        params = generate_params(n_images, seed=seed)
-        splits = assign_splits([p.patient_id for p in params], salt=split_salt)
-        return _to_dataset(params, image_size, splits)
-
-    return cached_dataset(key, build)
+    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
+                           image_size=image_size, seed=seed, split_salt=split_salt)
 
 
 def reference(
@@ -1017,20 +996,11 @@ def reference(
     a reference population is for evaluation only. Patient ids start with ``cxr-ref-`` and
     never collide with :func:`generate`'s. Parameters: :func:`reference_params`.
     """
-    n, image_size, seed = int(n), int(image_size), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _check_choice("sex", sex, SEX)
-    _check_choice("age_group", age_group, AGE_GROUPS)
-    _check_choice("finding", finding, CXR_FINDINGS)
-    key = cache_key("reference", n=n, sex=sex, age_group=age_group, finding=finding,
-                    image_size=image_size, seed=seed)
-
-    def build() -> datasets.Dataset:
-        params = reference_params(n, sex=sex, age_group=age_group, finding=finding, seed=seed)
-        return _to_dataset(params, image_size, ["test"] * len(params))
-
-    return cached_dataset(key, build)
+    check_choice("sex", sex, SEX)
+    check_choice("age_group", age_group, AGE_GROUPS)
+    check_choice("finding", finding, CXR_FINDINGS)
+    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
+                            seed=seed, sex=sex, age_group=age_group, finding=finding)
 
 
 def load(
