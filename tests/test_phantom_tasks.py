@@ -76,3 +76,21 @@ def test_grouping_columns_come_from_the_schema():
     assert Counter(ds["skin_tone_group"])["light"] > Counter(ds["skin_tone_group"])["dark"]
     ds = cardiac.generate(60, image_size=16, seed=1)
     assert ds["bmi_class"] == [schema.bmi_to_class(b) for b in ds["bmi"]]
+
+
+def test_show_cardiac_grid_with_both_frames(tmp_path):
+    from PIL import Image
+
+    from benchmark.cli import main
+
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    assert main(["datasets", "--show", "phantom-cardiac", "--images", "40", "--out",
+                 str(one)]) == 0
+    assert main(["datasets", "--show", "phantom-cardiac", "--images", "40", "--per-cell", "2",
+                 "--out", str(two)]) == 0
+    # two images per cell (ED and ES) make a wider grid with the same rows
+    w1, h1 = Image.open(one).size
+    w2, h2 = Image.open(two).size
+    assert w2 > 1.4 * w1 and h2 == h1
+    assert main(["datasets", "--show", "phantom-cardiac", "--per-cell", "0", "--out",
+                 str(tmp_path / "bad.png")]) == 2
