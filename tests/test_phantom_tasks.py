@@ -94,3 +94,16 @@ def test_show_cardiac_grid_with_both_frames(tmp_path):
     assert w2 > 1.4 * w1 and h2 == h1
     assert main(["datasets", "--show", "phantom-cardiac", "--per-cell", "0", "--out",
                  str(tmp_path / "bad.png")]) == 2
+
+
+def test_every_phantom_offers_the_shared_surface():
+    from benchmark.data.phantoms import PHANTOMS
+
+    assert set(PHANTOMS) == {n for n, spec in DATASETS.items() if spec.phantom}
+    for name, module in PHANTOMS.items():
+        assert module.SOURCE == name
+        for fn in ("sample_params", "render", "generate", "generate_params", "reference",
+                   "reference_params", "majority_phenotype", "cache_key"):
+            assert callable(getattr(module, fn)), (name, fn)
+        p = module.reference_params(1, seed=0)[0]
+        assert isinstance(p.phenotype, str) and module.majority_phenotype(p).finding == p.finding
