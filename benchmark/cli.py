@@ -89,6 +89,9 @@ def show_dataset(args: argparse.Namespace) -> int:
     from .tasks import TASKS
 
     spec = DATASETS.get(args.show)
+    if args.per_cell < 1:
+        print(f"error: --per-cell must be >= 1, got {args.per_cell}", file=sys.stderr)
+        return 2
     if args.task is not None:
         task = TASKS.get(args.task)
     else:
@@ -103,9 +106,6 @@ def show_dataset(args: argparse.Namespace) -> int:
     ds = spec.loader(root=args.root, image_size=task.image_size, n_images=args.images, seed=0,
                      split_salt=task.split_salt)
     out = args.out or os.path.join("docs", f"{spec.name}_grid.png")
-    if args.per_cell < 1:
-        print(f"error: --per-cell must be >= 1, got {args.per_cell}", file=sys.stderr)
-        return 2
     sample_grid(ds, task, out, per_cell=args.per_cell, title=f"{spec.name}\n({task.name})")
     print(out)
     return 0

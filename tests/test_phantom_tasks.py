@@ -84,9 +84,9 @@ def test_show_cardiac_grid_with_both_frames(tmp_path):
     from benchmark.cli import main
 
     one, two = tmp_path / "one.png", tmp_path / "two.png"
-    assert main(["datasets", "--show", "phantom-cardiac", "--images", "40", "--out",
+    assert main(["datasets", "--show", "phantom-cardiac", "--images", "12", "--out",
                  str(one)]) == 0
-    assert main(["datasets", "--show", "phantom-cardiac", "--images", "40", "--per-cell", "2",
+    assert main(["datasets", "--show", "phantom-cardiac", "--images", "12", "--per-cell", "2",
                  "--out", str(two)]) == 0
     # two images per cell (ED and ES) make a wider grid with the same rows
     w1, h1 = Image.open(one).size
