@@ -176,7 +176,8 @@ class CardiacParams:
     rv_width_es: float
     rv_wall: float
     # fat and body (BMI, sex)
-    epicardial_fat: float  # epicardial fat thickness along the free walls (x2.8 in grooves)
+    epicardial_fat: float  # base epicardial fat thickness: x0.6 on the LV free wall, x1.1 on
+    # the RV free wall, x2.7 in the interventricular grooves
     paracardial_fat: float  # anterior mediastinal fat outside the pericardium
     subcutaneous_fat: float
     chest_muscle: float

@@ -1015,8 +1015,8 @@ def load(
 register_dataset(
     DatasetSpec(
         name="phantom-cxr",
-        description="procedural chest X-ray phantom, 5 findings, calibrated to CheXpert "
-        "sex x age x finding counts (embedded, no download)",
+        description="procedural chest X-ray phantom, 5 CheXpert findings calibrated to CheXpert "
+        "sex x age x finding counts, plus COVID-19 (embedded, no download)",
         loader=load,
         phantom=True,
         card="phantom_cxr.md",
