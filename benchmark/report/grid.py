@@ -10,6 +10,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from ..schema import ATTRIBUTES
 from ..tasks import Task
 
 
@@ -37,8 +38,13 @@ def sample_grid(ds: datasets.Dataset, task: Task, path: str | Path, *, per_cell:
 
     cells = cell_examples(ds, task, per_cell)
     present = {g for g, _ in cells}
-    groups = [g for g in itertools.product(*(sorted({x[k] for x in present}, key=str)
-                                             for k in range(len(task.sensitive_attributes))))
+    def vocab_order(attr: str):  # vocabulary order; unknown (None) last
+        vocab = ATTRIBUTES[attr]
+        return lambda v: (v is None, vocab.index(v) if v in vocab else len(vocab), str(v))
+
+    groups = [g for g in itertools.product(*(sorted({x[k] for x in present},
+                                                    key=vocab_order(attr))
+                                             for k, attr in enumerate(task.sensitive_attributes)))
               if g in present]
     n_rows, n_cols = len(groups), len(task.classes) * per_cell
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols + 1.2, 1.3 * n_rows + 0.6),
