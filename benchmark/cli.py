@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--root", default=None, help="local copy of a real dataset")
             p.add_argument("--out", default=None,
                            help="PNG path (default: docs/<NAME>_grid.png)")
+            p.add_argument("--summary", metavar="NAME", default=None,
+                           help="print the number of samples and the counts per split, finding "
+                                "and attribute value (unknowns included) of a dataset")
+            p.add_argument("--verify", action="store_true",
+                           help="with --summary: decode every image (names any unreadable file)")
+            p.add_argument("--json", action="store_true", help="with --summary: print JSON")
     return parser
 
 
@@ -102,6 +108,35 @@ def show_dataset(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("docs", f"{spec.name}_grid.png")
     sample_grid(ds, task, out, title=f"{spec.name}\n({task.name})")
     print(out)
+    return 0
+
+
+def summarize_dataset(args: argparse.Namespace) -> int:
+    """``datasets --summary NAME --root DIR [--json] [--verify]``; returns the exit status."""
+    from .data import DATASETS
+    from .data.real import verify_images
+    from .data.summary import format_summary, summarize
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = DATASETS.get(args.summary)
+    if not spec.phantom and args.root is None:
+        print(f"error: dataset {spec.name!r} needs --root (layout: data_cards/{spec.card})",
+              file=sys.stderr)
+        return 2
+    try:
+        ds = spec.loader(root=args.root, image_size=64, n_images=args.images, seed=0,
+                         split_salt="fairsynth")
+        if args.verify:
+            n = verify_images(ds)
+            log.info("verified: all %d images decode", n)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result = summarize(ds)
+    if args.json:
+        print(json.dumps({"dataset": spec.name, **result}, indent=2))
+    else:
+        print(format_summary(spec.name, result))
     return 0
 
 
@@ -156,6 +191,12 @@ def summary(record: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "datasets" and args.summary is not None:
+        try:
+            return summarize_dataset(args)
+        except UnknownNameError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.command == "datasets" and args.show is not None:
         try:
             return show_dataset(args)
