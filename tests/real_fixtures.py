@@ -94,3 +94,15 @@ def make_chexpert(root: Path, *, prefix: str = "CheXpert-v1.0-small", demo: bool
                                              "ETHNICITY"]).to_excel(
             root / "CHEXPERT DEMO.xlsx", index=False)
     return root
+
+
+def chexpert_many(n_patients: int = 40, seed: int = 0) -> list:
+    """A larger CheXpert train spec: every patient one frontal image of one of five findings."""
+    rng = np.random.default_rng(seed)
+    findings = ["No Finding", "Pneumonia", "Pleural Effusion", "Cardiomegaly", "Edema"]
+    out = []
+    for k in range(n_patients):
+        f = findings[k % len(findings)]
+        out.append((f"patient{k + 1:05d}", 1, 1, "Female" if rng.random() < 0.5 else "Male",
+                    str(int(rng.integers(20, 90))), "Frontal", "AP", {f: "1.0"}))
+    return out

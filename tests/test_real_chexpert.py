@@ -167,3 +167,29 @@ def test_real_train_csv_counts_match(tmp_path):
     assert sum(a is None for a in ds["age"]) == int((raw["Age"] == 0).sum())
     assert len(set(ds["patient_id"])) == 64540
     assert ds[0]["image"].size == (40, 32)  # the one stubbed image decodes on access
+
+
+def test_summary_cli_and_run_end_to_end_on_a_fixture(tmp_path, capsys):
+    import json
+
+    from benchmark.cli import main
+    from real_fixtures import chexpert_many
+
+    root = make_chexpert(tmp_path / "data", train=chexpert_many(30))
+    assert main(["datasets", "--summary", "chexpert", "--root", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["samples"] == 32 and out["patients"] == 32
+    assert out["split"]["val"] == 2 and out["split"]["train"] + out["split"]["test"] == 30
+    assert out["finding"]["no_finding"] == 7 and out["finding"]["cardiomegaly"] == 7
+    assert sum(out["attributes"]["sex"].values()) == 32
+    assert out["attributes"]["race"]["unknown"] == 32 - 5  # 5 fixture patients mapped
+    assert main(["datasets", "--summary", "chexpert", "--root", str(root), "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("chexpert: 32 samples, 32 patients") and "  finding " in text
+    assert main(["datasets", "--summary", "chexpert", "--root", str(tmp_path / "no")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["run", "--method", "real-only", "--task", "chexpert-sex", "--root", str(root),
+                 "--profile", "smoke", "--out", str(tmp_path / "runs"), "--quiet",
+                 "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["task"] == "chexpert-sex" and record["counts"]["data"] == 32
