@@ -106,3 +106,70 @@ def chexpert_many(n_patients: int = 40, seed: int = 0) -> list:
         out.append((f"patient{k + 1:05d}", 1, 1, "Female" if rng.random() < 0.5 else "Male",
                     str(int(rng.integers(20, 90))), "Frontal", "AP", {f: "1.0"}))
     return out
+
+
+# ------------------------------------------------------------------------------ MIMIC-CXR
+
+MIMIC_META_HEADER = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription",
+                     "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime",
+                     "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+                     "PatientOrientationCodeSequence_CodeMeaning"]
+#: (dicom, subject, study, ViewPosition, StudyDate, split)
+MIMIC_IMAGES = [
+    ("d1", "10000032", "50414267", "PA", "21800506", "train"),
+    ("d2", "10000032", "50414267", "LATERAL", "21800506", "train"),
+    ("d3", "10000032", "53189527", "AP", "21800626", "train"),
+    ("d4", "10000764", "57375967", "AP", "21321015", "validate"),
+    ("d5", "11000011", "51029426", "PA", "21830909", "test"),
+    ("d6", "12000012", "52000001", "AP", "21500101", "train"),
+]
+#: study -> {label column: value}
+MIMIC_LABELS = {
+    "50414267": {"No Finding": "1.0"},
+    "53189527": {"Pleural Effusion": "1.0", "Edema": "-1.0"},
+    "57375967": {"Cardiomegaly": "1.0", "Support Devices": "1.0"},
+    "51029426": {"Pneumonia": "-1.0"},
+    "52000001": {"Atelectasis": "1.0", "Lung Opacity": "1.0"},
+}
+#: subject_id, gender, anchor_age, anchor_year
+MIMIC_PATIENTS = [("10000032", "F", "52", "2180"), ("10000764", "M", "86", "2132"),
+                  ("11000011", "M", "40", "2180")]
+#: subject_id, hadm_id, race string
+MIMIC_ADMISSIONS = [("10000032", "1", "WHITE"), ("10000032", "2", "UNKNOWN"),
+                    ("10000764", "3", "ASIAN - CHINESE"), ("10000764", "4", "WHITE"),
+                    ("10000764", "5", "ASIAN"), ("11000011", "6", "HISPANIC/LATINO - PUERTO RICAN")]
+
+
+def make_mimic(root: Path, *, mimic_iv_version: str = "2.2", cxr_version: str = "2.0.0",
+               gz: bool = True) -> Path:
+    """``root/mimic-cxr-jpg/<v>/`` csvs + files/, and ``root/mimiciv/<v>/{core|hosp}/``."""
+    from benchmark.data.real.mimic_cxr import LABEL_COLUMNS
+
+    cxr = root / "mimic-cxr-jpg" / cxr_version
+    sfx = ".csv.gz" if gz else ".csv"
+    meta = [[d, s, st, "CHEST (PA AND LAT)", v, "3056", "2544", date, "134504.000",
+             "CHEST (PA AND LAT)", "postero-anterior", "Erect"]
+            for d, s, st, v, date, _ in MIMIC_IMAGES]
+    write_csv(cxr / f"mimic-cxr-2.0.0-metadata{sfx}", MIMIC_META_HEADER, meta, gz=gz)
+    write_csv(cxr / f"mimic-cxr-2.0.0-split{sfx}", ["dicom_id", "study_id", "subject_id",
+                                                    "split"],
+              [[d, st, s, sp] for d, s, st, _, _, sp in MIMIC_IMAGES], gz=gz)
+    subject_of = {st: s for _, s, st, _, _, _ in MIMIC_IMAGES}
+    for labeler in ("chexpert", "negbio"):
+        write_csv(cxr / f"mimic-cxr-2.0.0-{labeler}{sfx}",
+                  ["subject_id", "study_id", *LABEL_COLUMNS],
+                  [[subject_of[st], st, *(lab.get(c, "") for c in LABEL_COLUMNS)]
+                   for st, lab in MIMIC_LABELS.items()], gz=gz)
+    for i, (d, s, st, *_rest) in enumerate(MIMIC_IMAGES):
+        stub_image(cxr / "files" / f"p{s[:2]}" / f"p{s}" / f"s{st}" / f"{d}.jpg", seed=i)
+    module = "core" if mimic_iv_version.startswith("1") else "hosp"
+    race_col = "ethnicity" if module == "core" else "race"
+    iv = root / "mimiciv" / mimic_iv_version / module
+    write_csv(iv / "patients.csv.gz", ["subject_id", "gender", "anchor_age", "anchor_year",
+                                       "anchor_year_group", "dod"],
+              [[*p, "2008 - 2010", ""] for p in MIMIC_PATIENTS], gz=True)
+    write_csv(iv / "admissions.csv.gz", ["subject_id", "hadm_id", "admittime", "insurance",
+                                         "language", "marital_status", race_col],
+              [[s, h, "2180-05-06 22:23:00", "Other", "ENGLISH", "WIDOWED", r]
+               for s, h, r in MIMIC_ADMISSIONS], gz=True)
+    return root

@@ -172,8 +172,9 @@ def test_real_train_csv_counts_match(tmp_path):
 def test_summary_cli_and_run_end_to_end_on_a_fixture(tmp_path, capsys):
     import json
 
-    from benchmark.cli import main
     from real_fixtures import chexpert_many
+
+    from benchmark.cli import main
 
     root = make_chexpert(tmp_path / "data", train=chexpert_many(30))
     assert main(["datasets", "--summary", "chexpert", "--root", str(root), "--json"]) == 0

@@ -77,6 +77,32 @@ def find_file(root: Path, candidates: Sequence[str], *, dataset: str, what: str,
     return None
 
 
+def find_named(root: Path, names: Sequence[str], *, max_depth: int = 3,
+               parent_names: Sequence[str] | None = None,
+               skip: Sequence[str] = ("files", "images", "train", "valid")) -> Path | None:
+    """The first file named one of ``names`` at most ``max_depth`` folders below ``root``
+    (breadth first, sorted, so the shallowest and then alphabetically first wins).
+
+    ``parent_names``: only files whose folder has one of these names count. Folders in
+    ``skip`` (image trees with many thousands of entries) are not entered.
+    """
+    level = [root]
+    for _ in range(max_depth + 1):
+        nxt = []
+        for folder in level:
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_file() and entry.name in names and (
+                        parent_names is None or folder.name in parent_names):
+                    return Path(entry.path)
+            nxt += [Path(e.path) for e in entries if e.is_dir() and e.name not in skip]
+        level = nxt
+    return None
+
+
 # --------------------------------------------------------------------------------- tables
 
 
