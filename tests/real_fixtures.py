@@ -173,3 +173,47 @@ def make_mimic(root: Path, *, mimic_iv_version: str = "2.2", cxr_version: str = 
               [[s, h, "2180-05-06 22:23:00", "Other", "ENGLISH", "WIDOWED", r]
                for s, h, r in MIMIC_ADMISSIONS], gz=True)
     return root
+
+
+# ------------------------------------------------------------------------------ Fitzpatrick17k
+
+#: md5hash, fitzpatrick_scale, fitzpatrick_centaur, label, nine, three, qc, url, url_alphanum
+FITZ_ROWS = [
+    ("5e82a45bc5d78bd24ae9202d194423f8", "3", "3", "psoriasis", "inflammatory", "non-neoplastic",
+     "", "https://www.dermaamin.com/site/images/clinical-pic/p/psoriasis/psoriasis1.jpg",
+     "httpwwwdermaamincomsiteimagesclinicalpicppsoriasispsoriasis1jpg"),
+    ("fa2911a9b13b6f8af79cb700937cc14f", "1", "1", "basal cell carcinoma", "malignant epidermal",
+     "malignant", "1 Diagnostic", "http://atlasdermatologico.com.br/img?imageId=4335",
+     "httpatlasdermatologicocombrimgimageId4335"),
+    ("d2bac3c9e4499032ca8e9b07c7d3bc40", "6", "5", "lichen planus", "inflammatory",
+     "non-neoplastic", "", "http://x/lp.jpg", "httpxlpjpg"),
+    ("0844ae634f0e6e7ef1f73c2aeecbae0e", "-1", "2", "squamous cell carcinoma",
+     "malignant epidermal", "malignant", "3 Wrongly labelled", "http://x/scc.jpg", "httpxsccjpg"),
+    ("9a6f5d4e3c2b1a0f9e8d7c6b5a4f3e2d", "4", "4", "allergic contact dermatitis",
+     "inflammatory", "non-neoplastic", "", "http://x/acd.jpg", "httpxacdjpg"),
+    ("1111aaaa2222bbbb3333cccc4444dddd", "2", "2", "acne vulgaris", "inflammatory",
+     "non-neoplastic", "", "http://x/acne.jpg", "httpxacnejpg"),
+    ("2222bbbb3333cccc4444dddd5555eeee", "5", "5", "psoriasis", "inflammatory",
+     "non-neoplastic", "", "http://dead/link.jpg", "httpdeadlinkjpg"),
+]
+
+
+def make_fitzpatrick(root: Path, *, old_header: bool = False, image_dir: str = "images"
+                     ) -> Path:
+    """``root/fitzpatrick17k.csv`` + images named each of the three ways users name them."""
+    folder = root / image_dir if image_dir else root
+    if old_header:
+        header = ["", "md5hash", "fitzpatrick", "label", "nine_partition_label",
+                  "three_partition_label", "qc", "url", "url_alphanum"]
+        rows = [[i, r[0], r[1], *r[3:]] for i, r in enumerate(FITZ_ROWS)]
+    else:
+        header = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label",
+                  "nine_partition_label", "three_partition_label", "qc", "url", "url_alphanum"]
+        rows = [list(r) for r in FITZ_ROWS]
+    write_csv(root / "fitzpatrick17k.csv", header, rows)
+    names = [FITZ_ROWS[0][0] + ".jpg", FITZ_ROWS[1][0], FITZ_ROWS[2][8], FITZ_ROWS[3][0] + ".jpg",
+             FITZ_ROWS[4][0] + ".jpg", FITZ_ROWS[5][0] + ".jpg"]  # the last row: no image
+    for i, name in enumerate(names):
+        p = stub_image(folder / f"tmp{i}.jpg", seed=i, mode="RGB")
+        p.rename(folder / name)
+    return root
