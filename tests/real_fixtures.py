@@ -217,3 +217,78 @@ def make_fitzpatrick(root: Path, *, old_header: bool = False, image_dir: str = "
         p = stub_image(folder / f"tmp{i}.jpg", seed=i, mode="RGB")
         p.rename(folder / name)
     return root
+
+
+# ------------------------------------------------------------------------------ OASIS
+
+OASIS1_HEADER = ["ID", "M/F", "Hand", "Age", "Educ", "SES", "MMSE", "CDR", "eTIV", "nWBV",
+                 "ASF", "Delay"]
+#: ID, M/F, Age, CDR, n (averaged scans in the file name), disc
+OASIS1_ROWS = [
+    ("OAS1_0001_MR1", "F", "74", "0", 4, "disc1"),
+    ("OAS1_0002_MR1", "F", "55", "N/A", 4, "disc1"),
+    ("OAS1_0003_MR1", "F", "73", "0.5", 3, "disc1"),
+    ("OAS1_0010_MR1", "M", "80", "1", 3, "disc2"),
+    ("OAS1_0011_MR1", "M", "22", "", 4, "disc2"),
+    ("OAS1_0001_MR2", "F", "74", "0", 4, "disc1"),
+]
+
+
+def analyze_volume(path: Path, *, seed: int, shape=(24, 28, 20), nifti_pair: bool = False
+                   ) -> Path:
+    """A small Analyze 7.5 (or NIfTI-1 pair) volume with a bright block in the anterior top."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    data = rng.integers(10, 200, (*shape, 1), dtype=np.int16)
+    data[:, -4:, :, 0] = 1000  # anterior rows (high y) bright
+    img = (nib.Nifti1Pair(data, np.diag([1.0, 1.0, 1.0, 1.0])) if nifti_pair
+           else nib.AnalyzeImage(data, np.diag([-1.0, 1.0, 1.0, 1.0])))
+    nib.save(img, str(path))
+    return path
+
+
+def make_oasis1(root: Path, *, table: str = "csv", nested: bool = False) -> Path:
+    """``root/oasis_cross-sectional.csv`` (or .xlsx) and ``root/disc*/OAS1_xxxx_MR1/...``."""
+    rows = [[sid, sex, "R", age, "2", "", "29", cdr, "1344", "0.743", "1.306",
+             "N/A" if sid.endswith("MR1") else "0"]
+            for sid, sex, age, cdr, _, _ in OASIS1_ROWS]
+    if table == "csv":
+        write_csv(root / "oasis_cross-sectional.csv", OASIS1_HEADER, rows)
+    else:
+        pd.DataFrame(rows, columns=OASIS1_HEADER).to_excel(
+            root / "oasis_cross-sectional.xlsx", index=False)
+    for i, (sid, _, _, _, n, disc) in enumerate(OASIS1_ROWS):
+        if sid.endswith("MR2"):
+            continue
+        base = root / (f"oasis_cross-sectional_{disc}" if nested else "") / disc / sid
+        t88 = base / "PROCESSED" / "MPRAGE" / "T88_111"
+        for kind in ("masked_gfc", "gfc"):
+            analyze_volume(t88 / f"{sid}_mpr_n{n}_anon_111_t88_{kind}.hdr", seed=i)
+    return root
+
+
+OASIS2_HEADER = ["Subject ID", "MRI ID", "Group", "Visit", "MR Delay", "M/F", "Hand", "Age",
+                 "EDUC", "SES", "MMSE", "CDR", "eTIV", "nWBV", "ASF"]
+OASIS2_ROWS = [  # Subject, MRI, Group, Visit, Delay, M/F, Age, CDR, part
+    ("OAS2_0001", "OAS2_0001_MR1", "Nondemented", "1", "0", "M", "87", "0", 1),
+    ("OAS2_0001", "OAS2_0001_MR2", "Nondemented", "2", "457", "M", "88", "0", 1),
+    ("OAS2_0002", "OAS2_0002_MR1", "Demented", "1", "0", "M", "75", "0.5", 1),
+    ("OAS2_0187", "OAS2_0187_MR1", "Converted", "1", "0", "F", "69", "0", 2),
+    ("OAS2_0187", "OAS2_0187_MR3", "Converted", "3", "1500", "F", "73", "0.5", 2),
+]
+
+
+def make_oasis2(root: Path) -> Path:
+    """``root/oasis_longitudinal_demographics.xlsx`` + ``OAS2_RAW_PART*/OAS2_xxxx_MRk/RAW/``."""
+    rows = [[s, m, g, v, d, sex, "R", age, "14", "2", "27", cdr, "1987", "0.696", "0.883"]
+            for s, m, g, v, d, sex, age, cdr, _ in OASIS2_ROWS]
+    pd.DataFrame(rows, columns=OASIS2_HEADER).to_excel(
+        root / "oasis_longitudinal_demographics.xlsx", index=False)
+    for i, r in enumerate(OASIS2_ROWS):
+        mri, part = r[1], r[8]
+        for scan in (1, 2):
+            analyze_volume(root / f"OAS2_RAW_PART{part}" / mri / "RAW" / f"mpr-{scan}.nifti.hdr",
+                           seed=i * 10 + scan, nifti_pair=True, shape=(20, 24, 16))
+    return root
