@@ -292,3 +292,37 @@ def make_oasis2(root: Path) -> Path:
             analyze_volume(root / f"OAS2_RAW_PART{part}" / mri / "RAW" / f"mpr-{scan}.nifti.hdr",
                            seed=i * 10 + scan, nifti_pair=True, shape=(20, 24, 16))
     return root
+
+
+# ------------------------------------------------------------------------------ COVID-19
+
+COVID_HEADER = ["patientid", "offset", "sex", "age", "finding", "RT_PCR_positive", "survival",
+                "intubated", "intubation_present", "went_icu", "in_icu",
+                "needed_supplemental_O2", "extubated", "temperature", "pO2_saturation",
+                "leukocyte_count", "neutrophil_count", "lymphocyte_count", "view", "modality",
+                "date", "location", "folder", "filename", "doi", "url", "license",
+                "clinical_notes", "other_notes", ""]
+#: patientid, sex, age, finding, view, modality, folder, filename
+COVID_ROWS = [
+    ("2", "M", "65", "Pneumonia/Viral/COVID-19", "PA", "X-ray", "images", "auntminnie-a.jpg"),
+    ("2", "M", "65", "Pneumonia/Viral/COVID-19", "L", "X-ray", "images", "auntminnie-b.jpg"),
+    ("3", "F", "", "Pneumonia/Bacterial/Streptococcus", "AP Supine", "X-ray", "images", "s.png"),
+    ("4", "", "50", "No Finding", "PA", "X-ray", "images", "nf.jpeg"),
+    ("5", "F", "30", "Tuberculosis", "PA", "X-ray", "images", "tb.jpg"),
+    ("6", "M", "70", "Pneumonia/Viral/COVID-19", "Axial", "CT", "volumes", "ct.nii.gz"),
+    ("7", "F", "45", "todo", "AP", "X-ray", "images", "todo.jpg"),
+]
+
+
+def make_covid(root: Path) -> Path:
+    """A clone of covid-chestxray-dataset: ``metadata.csv`` + ``images/``."""
+    rows = []
+    for pid, sex, age, finding, view, modality, folder, name in COVID_ROWS:
+        row = dict.fromkeys(COVID_HEADER, "")
+        row.update(patientid=pid, offset="0", sex=sex, age=age, finding=finding, view=view,
+                   modality=modality, folder=folder, filename=name, license="CC BY-NC-SA 4.0")
+        rows.append([row[c] for c in COVID_HEADER])
+        if modality == "X-ray":
+            stub_image(root / folder / name, seed=len(rows))
+    write_csv(root / "metadata.csv", COVID_HEADER, rows)
+    return root

@@ -7,7 +7,14 @@ paths decoded on access; ``check="exists"`` (default) stats every file at load t
 decodes every one, naming any unreadable file. Each dataset's card is in ``data_cards/``.
 """
 
-from . import chexpert, fitzpatrick17k, mimic_cxr, oasis  # noqa: F401  (registers the loaders)
+from . import (  # noqa: F401  (registers the loaders)
+    chexpert,
+    combined,
+    covid19,
+    fitzpatrick17k,
+    mimic_cxr,
+    oasis,
+)
 from ._common import (
     IMAGE_CHECKS,
     DataLayoutError,
