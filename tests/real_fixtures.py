@@ -326,3 +326,36 @@ def make_covid(root: Path) -> Path:
             stub_image(root / folder / name, seed=len(rows))
     write_csv(root / "metadata.csv", COVID_HEADER, rows)
     return root
+
+
+# ------------------------------------------------------------------------------ ISIC
+
+def make_isic2019(root: Path) -> Path:
+    gt = [("ISIC_0000000", "MEL"), ("ISIC_0000001", "NV"), ("ISIC_0000002_downsampled", "BCC"),
+          ("ISIC_0000003", "UNK")]
+    cols = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+    write_csv(root / "ISIC_2019_Training_GroundTruth.csv", ["image", *cols],
+              [[img, *("1.0" if c == cls else "0.0" for c in cols)] for img, cls in gt])
+    write_csv(root / "ISIC_2019_Training_Metadata.csv",
+              ["image", "age_approx", "anatom_site_general", "lesion_id", "sex"],
+              [["ISIC_0000000", "55.0", "anterior torso", "BCN_0000001", "female"],
+               ["ISIC_0000001", "", "", "", ""],
+               ["ISIC_0000002_downsampled", "30.0", "head/neck", "BCN_0000001", "male"]])
+    for i, (img, _) in enumerate(gt):
+        stub_image(root / "ISIC_2019_Training_Input" / f"{img}.jpg", seed=i, mode="RGB")
+    return root
+
+
+def make_isic2020(root: Path) -> Path:
+    header = ["image_name", "patient_id", "lesion_id", "sex", "age_approx",
+              "anatom_site_general_challenge", "diagnosis", "benign_malignant", "target"]
+    rows = [["ISIC_2637011", "IP_7279968", "IL_7972535", "male", "45.0", "head/neck",
+             "unknown", "benign", "0"],
+            ["ISIC_0015719", "IP_3075186", "IL_4649854", "female", "45.0", "upper extremity",
+             "melanoma", "malignant", "1"],
+            ["ISIC_0052212", "IP_2842074", "IL_9087444", "", "", "lower extremity",
+             "solar lentigo", "benign", "0"]]
+    write_csv(root / "ISIC_2020_Training_GroundTruth.csv", header, rows)
+    for i, r in enumerate(rows):
+        stub_image(root / "train" / f"{r[0]}.jpg", seed=i, mode="RGB")
+    return root

@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (registers the loaders)
     combined,
     covid19,
     fitzpatrick17k,
+    isic,
     mimic_cxr,
     oasis,
 )
