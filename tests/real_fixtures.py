@@ -359,3 +359,35 @@ def make_isic2020(root: Path) -> Path:
     for i, r in enumerate(rows):
         stub_image(root / "train" / f"{r[0]}.jpg", seed=i, mode="RGB")
     return root
+
+
+# ------------------------------------------------------------------------------ IXI
+
+def make_ixi(root: Path) -> Path:
+    """``root/IXI.xlsx`` (sheets Table, Ethnicity) + ``root/IXI-T1/IXInnn-<site>-T1.nii.gz``."""
+    import nibabel as nib
+
+    table = pd.DataFrame(
+        [[2, 2, 164.0, 58.0, 1, 2, 5, 2, "1977-01-17", 1, "2005-11-18", 35.8],
+         [12, 1, 175.0, 70.0, 3, 1, 1, 5, "1966-08-20", 1, "2005-06-01", 38.78],
+         [12, 1, 175.0, 70.0, 3, 1, 1, 5, "1966-08-20", 1, "2005-06-01", 38.78],
+         [13, 1, 0.0, 0.0, 0, 2, 1, 5, "1958-09-15", 1, "2005-06-01", 46.71],
+         [14, 2, 163.0, 65.0, 2, 3, 1, 5, "", 1, "2005-06-09", None],
+         [14, 1, 163.0, 65.0, 2, 3, 1, 5, "", 1, "2005-06-09", None],
+         [99, 1, 180.0, 80.0, 1, 1, 1, 1, "", 1, "", 50.0]],
+        columns=["IXI_ID", "SEX_ID (1=m, 2=f)", "HEIGHT", "WEIGHT", "ETHNIC_ID", "MARITAL_ID",
+                 "OCCUPATION_ID", "QUALIFICATION_ID", "DOB", "DATE_AVAILABLE", "STUDY_DATE",
+                 "AGE"])
+    ethnic = pd.DataFrame([[1, "White"], [2, "Black or black British"],
+                           [3, "Asian or Asian British"], [4, "Chinese"], [5, "Other"]],
+                          columns=["ID", "ETHNIC"])
+    with pd.ExcelWriter(root / "IXI.xlsx") as w:
+        table.to_excel(w, sheet_name="Table", index=False)
+        ethnic.to_excel(w, sheet_name="Ethnicity", index=False)
+    rng = np.random.default_rng(0)
+    for key, site in ((2, "Guys-0828"), (12, "Guys-0829"), (13, "HH-1211"), (14, "IOP-0889")):
+        data = rng.integers(0, 300, (16, 20, 12)).astype(np.int16)
+        path = root / "IXI-T1" / f"IXI{key:03d}-{site}-T1.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return root

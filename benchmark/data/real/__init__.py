@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (registers the loaders)
     covid19,
     fitzpatrick17k,
     isic,
+    ixi,
     mimic_cxr,
     oasis,
 )
