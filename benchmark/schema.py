@@ -116,6 +116,8 @@ FINDINGS: tuple[str, ...] = (
     "benign_keratosis",
     "dermatofibroma",
     "vascular_lesion",
+    # Fundus (FairGenMed)
+    "glaucoma",
 )
 
 # The sensitive attributes a task may name, with their vocabularies.

@@ -391,3 +391,22 @@ def make_ixi(root: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
     return root
+
+
+# ------------------------------------------------------------------------------ FairGenMed
+
+def make_fairgenmed(root: Path) -> Path:
+    """``root/data_summary.csv`` + ``Training|Validation|Test/data_XXXXX.npz``."""
+    rng = np.random.default_rng(0)
+    specs = [("data_00001.npz", "Training", 0, 1, 1, "training", "61.2"),
+             ("data_00002.npz", "Training", "black", 0, 0, "training", "70.0"),
+             ("data_00003.npz", "Validation", 2, 1, 0, "validation", ""),
+             ("data_00004.npz", "Test", 1, 0, 1, "test", "55.5")]
+    for name, folder, race, male, glaucoma, _use, _age in specs:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        np.savez(root / folder / name, slo_fundus=rng.integers(0, 256, (12, 16), dtype=np.uint8),
+                 race=np.array(race), male=np.array(male), hispanic=np.array(0),
+                 glaucoma=np.array(glaucoma), oct_bscans=np.zeros((2, 4, 4), np.uint8))
+    write_csv(root / "data_summary.csv", ["filename", "age", "gender", "race", "use"],
+              [[n, age, "", "", use] for n, _f, _r, _m, _g, use, age in specs])
+    return root

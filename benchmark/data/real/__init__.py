@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (registers the loaders)
     chexpert,
     combined,
     covid19,
+    fairgenmed,
     fitzpatrick17k,
     isic,
     ixi,
