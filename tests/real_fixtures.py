@@ -410,3 +410,54 @@ def make_fairgenmed(root: Path) -> Path:
     write_csv(root / "data_summary.csv", ["filename", "age", "gender", "race", "use"],
               [[n, age, "", "", use] for n, _f, _r, _m, _g, use, age in specs])
     return root
+
+
+# ------------------------------------------------------------------------------ cardiac
+
+def _nifti(path: Path, data: np.ndarray) -> Path:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 10.0, 1.0])), str(path))
+    return path
+
+
+def make_acdc(root: Path) -> Path:
+    """``root/database/{training,testing}/patientNNN/`` with Info.cfg, ED frame and its gt."""
+    rng = np.random.default_rng(0)
+    specs = [("training", "patient001", "DCM", 184.0, 95.0, 1),
+             ("training", "patient002", "HCM", 160.0, 70.0, 1),
+             ("training", "patient061", "NOR", 170.0, 60.0, 1),
+             ("testing", "patient101", "MINF", 175.0, 0.0, 1)]
+    for split, pid, group, h, w, ed in specs:
+        folder = root / "database" / split / pid
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "Info.cfg").write_text(
+            f"ED: {ed}\nES: 12\nGroup: {group}\nHeight: {h}\nNbFrame: 30\nWeight: {w}\n")
+        _nifti(folder / f"{pid}_frame{ed:02d}.nii.gz",
+               rng.integers(0, 500, (18, 14, 5)).astype(np.int16))
+        gt = np.zeros((18, 14, 5), np.uint8)
+        gt[5:9, 4:8, :] = 3
+        _nifti(folder / f"{pid}_frame{ed:02d}_gt.nii.gz", gt)
+    return root
+
+
+def make_mnms(root: Path) -> Path:
+    """``root/211230_M&Ms_...csv`` + ``Training/Labeled/<code>/<code>_sa.nii.gz`` (4-D)."""
+    rng = np.random.default_rng(1)
+    header = ["External code", "VendorName", "Vendor", "Centre", "ED", "ES", "Age", "Pathology",
+              "Sex", "Height", "Weight"]
+    rows = [["A0S9V9", "Siemens", "A", "1", "0", "9", "67", "NOR", "M", "170", "70"],
+            ["A1D0Q7", "Philips", "B", "2", "2", "10", "45", "DCM", "F", "", ""],
+            ["A1K2P5", "Philips", "B", "3", "0", "8", "51", "HCM", "M", "", ""],
+            ["B0N3W8", "GE", "C", "4", "1", "9", "30", "NOR", "F", "160", "50"]]
+    write_csv(root / "211230_M&Ms_Dataset_information_diagnosis_opendataset.csv", header, rows)
+    where = {"A0S9V9": "Training/Labeled", "A1D0Q7": "Training/Labeled",
+             "A1K2P5": "Validation", "B0N3W8": "Testing"}
+    for code, folder in where.items():
+        data = rng.integers(0, 400, (16, 12, 6, 3)).astype(np.int16)
+        _nifti(root / folder / code / f"{code}_sa.nii.gz", data)
+        gt = np.zeros((16, 12, 6, 3), np.uint8)
+        gt[4:8, 3:6] = 2
+        _nifti(root / folder / code / f"{code}_sa_gt.nii.gz", gt)
+    return root

@@ -8,6 +8,7 @@ decodes every one, naming any unreadable file. Each dataset's card is in ``data_
 """
 
 from . import (  # noqa: F401  (registers the loaders)
+    cardiac,
     chexpert,
     combined,
     covid19,
