@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--verify", action="store_true",
                            help="with --summary: decode every image (names any unreadable file)")
             p.add_argument("--json", action="store_true", help="with --summary: print JSON")
+            p.add_argument("--write-split", metavar="FILE", default=None,
+                           help="with --summary: write the loaded patient -> split assignment "
+                                "as a split file (JSON with checksum) to share or ship")
+            p.add_argument("--check-split", metavar="FILE", default=None,
+                           help="with --summary: compare the loaded split with a split file "
+                                "(counts of patients missing, extra, in another split)")
     return parser
 
 
@@ -114,7 +120,8 @@ def show_dataset(args: argparse.Namespace) -> int:
 def summarize_dataset(args: argparse.Namespace) -> int:
     """``datasets --summary NAME --root DIR [--json] [--verify]``; returns the exit status."""
     from .data import DATASETS
-    from .data.real import verify_images
+    from .data.real import load_split_file, verify_images, write_split_file
+    from .data.real._common import compare_split
     from .data.summary import format_summary, summarize
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -129,10 +136,22 @@ def summarize_dataset(args: argparse.Namespace) -> int:
         if args.verify:
             n = verify_images(ds)
             log.info("verified: all %d images decode", n)
+        assignment = dict(zip(ds["patient_id"], ds["split"], strict=True))
+        if args.write_split:
+            write_split_file(args.write_split, dataset=spec.name, assignment=assignment,
+                             method=f"exported from a local copy by the {spec.name} loader")
+            log.info("wrote %s (%d patients)", args.write_split, len(assignment))
+        differs = None
+        if args.check_split:
+            differs = compare_split(assignment, load_split_file(args.check_split))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     result = summarize(ds)
+    if differs is not None:
+        result["split_check"] = {"file": args.check_split, **differs}
+        if any(differs.values()):
+            log.warning("split differs from %s: %s", args.check_split, differs)
     if args.json:
         print(json.dumps({"dataset": spec.name, **result}, indent=2))
     else:

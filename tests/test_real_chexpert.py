@@ -194,3 +194,28 @@ def test_summary_cli_and_run_end_to_end_on_a_fixture(tmp_path, capsys):
                  "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["task"] == "chexpert-sex" and record["counts"]["data"] == 32
+
+
+def test_summary_writes_and_checks_split_files(tmp_path, capsys):
+    import json
+
+    from benchmark.cli import main
+
+    root = make_chexpert(tmp_path / "data")
+    out = tmp_path / "split.json"
+    assert main(["datasets", "--summary", "chexpert", "--root", str(root), "--write-split",
+                 str(out), "--json"]) == 0
+    capsys.readouterr()
+    written = load_split_file(out)
+    assert written.dataset == "chexpert" and len(written.assignment) == 8
+    assert written.assignment["patient64541"] == "val"
+    assert main(["datasets", "--summary", "chexpert", "--root", str(root), "--check-split",
+                 str(out), "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)["split_check"]
+    assert check == {"file": str(out), "missing_here": 0, "extra_here": 0, "different_split": 0}
+    doc = json.loads(out.read_text())
+    doc["patients"]["train"].append("patient99999")
+    out.write_text(json.dumps(doc))
+    assert main(["datasets", "--summary", "chexpert", "--root", str(root), "--check-split",
+                 str(out)]) == 1
+    assert "checksum" in capsys.readouterr().err

@@ -89,3 +89,27 @@ def test_admissions_without_race_column_is_a_clear_error(tmp_path):
               [["10000032", "1"]], gz=True)
     with pytest.raises(DataLayoutError, match="no race column; expected 'race'"):
         load(root=tmp_path)
+
+
+def test_held_out_groups_leave_training_only(tmp_path, caplog):
+    from benchmark.profiles import PROFILES
+    from benchmark.runner import load_task_data
+    from benchmark.tasks import TASKS, Task
+
+    make_mimic(tmp_path)
+    task = Task(name="t", description="", dataset="mimic-cxr",
+                classes=("no_finding", "pleural_effusion", "cardiomegaly", "pneumonia"),
+                sensitive_attributes=("sex", "race"),
+                held_out_groups=(("female", "white"), ("male", "hispanic")))
+    assert Task.from_dict(task.as_dict()) == task
+    caplog.set_level(logging.INFO, logger="benchmark.runner")
+    ds = load_task_data(task, PROFILES.get("smoke"), root=tmp_path)
+    # d1, d3 (female, white) are train rows: removed; d5 (male, hispanic) is test: kept
+    assert "d1" not in ds["sample_id"] and "d3" not in ds["sample_id"]
+    assert "removed 2 training rows of the held-out groups" in caplog.text
+    compdiff = TASKS.get("compdiff-mimic")
+    assert compdiff.held_out_groups == (("female", "asian"), ("male", "black"))
+    assert compdiff.as_dict()["held_out_groups"] == [["female", "asian"], ["male", "black"]]
+    with pytest.raises(ValueError, match="unknown race 'martian'"):
+        Task(name="u", description="", dataset="x", classes=("no_finding",),
+             sensitive_attributes=("sex", "race"), held_out_groups=(("male", "martian"),))
