@@ -130,6 +130,7 @@ def test_corrupt_image_is_named_by_verify(tmp_path):
         verify_images(ds, progress=False)
 
 
+@pytest.mark.slow
 def test_shipped_split_file_is_reproducible_from_the_real_train_csv():
     import torchxrayvision
 
