@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--per-cell", type=int, default=1,
                            help="images per (subgroup, class) cell, side by side (default: 1; "
                                 "2 shows a cardiac patient's ED and ES frames)")
+            p.add_argument("--summary", metavar="NAME", default=None,
+                           help="print the number of samples and the counts per split, finding "
+                                "and attribute value (unknowns included) of a dataset")
+            p.add_argument("--verify", action="store_true",
+                           help="with --summary: decode every image (names any unreadable file)")
+            p.add_argument("--json", action="store_true", help="with --summary: print JSON")
+            p.add_argument("--write-split", metavar="FILE", default=None,
+                           help="with --summary: write the loaded patient -> split assignment "
+                                "as a split file (JSON with checksum) to share or ship")
+            p.add_argument("--check-split", metavar="FILE", default=None,
+                           help="with --summary: compare the loaded split with a split file "
+                                "(counts of patients missing, extra, in another split)")
     return parser
 
 
@@ -95,7 +107,11 @@ def show_dataset(args: argparse.Namespace) -> int:
     if args.task is not None:
         task = TASKS.get(args.task)
     else:
-        on_it = [t for _, t in TASKS.items() if t.dataset == spec.name]
+        from .tasks import DEFAULT_TASK
+
+        # the default task first, then the others on this dataset by name
+        on_it = sorted((t for _, t in TASKS.items() if t.dataset == spec.name),
+                       key=lambda t: (t.name != DEFAULT_TASK, t.name))
         if not on_it:
             print(f"error: no task uses dataset {spec.name!r}; pass --task", file=sys.stderr)
             return 2
@@ -108,6 +124,48 @@ def show_dataset(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("docs", f"{spec.name}_grid.png")
     sample_grid(ds, task, out, per_cell=args.per_cell, title=f"{spec.name}\n({task.name})")
     print(out)
+    return 0
+
+
+def summarize_dataset(args: argparse.Namespace) -> int:
+    """``datasets --summary NAME --root DIR [--json] [--verify]``; returns the exit status."""
+    from .data import DATASETS
+    from .data.real import load_split_file, verify_images, write_split_file
+    from .data.real._common import compare_split
+    from .data.summary import format_summary, summarize
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = DATASETS.get(args.summary)
+    if not spec.phantom and args.root is None:
+        print(f"error: dataset {spec.name!r} needs --root (layout: data_cards/{spec.card})",
+              file=sys.stderr)
+        return 2
+    try:
+        ds = spec.loader(root=args.root, image_size=64, n_images=args.images, seed=0,
+                         split_salt="fairsynth")
+        if args.verify:
+            n = verify_images(ds)
+            log.info("verified: all %d images decode", n)
+        assignment = dict(zip(ds["patient_id"], ds["split"], strict=True))
+        if args.write_split:
+            write_split_file(args.write_split, dataset=spec.name, assignment=assignment,
+                             method=f"exported from a local copy by the {spec.name} loader")
+            log.info("wrote %s (%d patients)", args.write_split, len(assignment))
+        differs = None
+        if args.check_split:
+            differs = compare_split(assignment, load_split_file(args.check_split))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result = summarize(ds)
+    if differs is not None:
+        result["split_check"] = {"file": args.check_split, **differs}
+        if any(differs.values()):
+            log.warning("split differs from %s: %s", args.check_split, differs)
+    if args.json:
+        print(json.dumps({"dataset": spec.name, **result}, indent=2))
+    else:
+        print(format_summary(spec.name, result))
     return 0
 
 
@@ -162,6 +220,12 @@ def summary(record: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "datasets" and args.summary is not None:
+        try:
+            return summarize_dataset(args)
+        except UnknownNameError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     if args.command == "datasets" and args.show is not None:
         try:
             return show_dataset(args)

@@ -81,6 +81,16 @@ def load_task_data(task: Task, profile: Profile, *, root: str | Path | None = No
         log.info("task %s: filtered out %d rows whose finding is outside the task: %s",
                  task.name, sum(dropped.values()), dict(dropped))
         ds = ds.select(keep)
+    if task.held_out_groups:  # CompDiff-style zero-shot intersections: none in training
+        held = set(task.held_out_groups)
+        cells = task.cell_keys(ds)
+        drop = [i for i, ((g, _), s) in enumerate(zip(cells, ds["split"], strict=True))
+                if s == "train" and g in held]
+        if drop:
+            log.info("task %s: removed %d training rows of the held-out groups %s",
+                     task.name, len(drop), sorted(held))
+            dropset = set(drop)
+            ds = ds.select([i for i in range(len(ds)) if i not in dropset])
     for attr in task.sensitive_attributes:
         unknown = sum(v is None for v in ds[attr])
         if unknown:

@@ -109,6 +109,15 @@ FINDINGS: tuple[str, ...] = (
     "dementia",
     # Cardiac MRI
     "heart_failure",
+    # Dermoscopy (ISIC 2019 / 2020 diagnoses not listed above)
+    "melanoma",
+    "melanocytic_nevus",
+    "actinic_keratosis",
+    "benign_keratosis",
+    "dermatofibroma",
+    "vascular_lesion",
+    # Fundus (FairGenMed)
+    "glaucoma",
 )
 
 # The sensitive attributes a task may name, with their vocabularies.

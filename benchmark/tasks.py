@@ -36,6 +36,9 @@ class Task:
         prompt_template: text prompt of a (subgroup, class) cell, ``str.format`` fields are the
             sensitive attributes and ``finding`` (the class name with spaces).
         split_salt: salt of the patient-level split hash.
+        held_out_groups: subgroups (tuples of sensitive-attribute values, in order) whose rows
+            are removed from the training split (counted in the log) and kept in val/test:
+            CompDiff's zero-shot intersections. Empty for most tasks.
     """
 
     name: str
@@ -48,6 +51,7 @@ class Task:
     finding_to_class: Mapping[str, str] = field(default_factory=dict)
     prompt_template: str = "{finding}"
     split_salt: str = "fairsynth"
+    held_out_groups: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -68,6 +72,16 @@ class Task:
             if cls not in self.classes:
                 raise ValueError(f"task {self.name!r}: {finding!r} maps to unknown class {cls!r}")
         object.__setattr__(self, "finding_to_class", MappingProxyType(mapping))
+        held = tuple(tuple(g) for g in self.held_out_groups)
+        for group in held:
+            if len(group) != len(self.sensitive_attributes):
+                raise ValueError(f"task {self.name!r}: held-out group {group} needs one value "
+                                 f"per sensitive attribute {self.sensitive_attributes}")
+            for attr, value in zip(self.sensitive_attributes, group, strict=True):
+                if value not in ATTRIBUTES[attr]:
+                    raise ValueError(f"task {self.name!r}: held-out group {group}: unknown "
+                                     f"{attr} {value!r}")
+        object.__setattr__(self, "held_out_groups", held)
         if self.channels not in (1, 3):
             raise ValueError(f"task {self.name!r}: channels must be 1 or 3, got {self.channels}")
 
@@ -92,7 +106,7 @@ class Task:
         return self.prompt_template.format(finding=cls.replace("_", " "), **values)
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "description": self.description,
             "dataset": self.dataset,
@@ -104,6 +118,9 @@ class Task:
             "prompt_template": self.prompt_template,
             "split_salt": self.split_salt,
         }
+        if self.held_out_groups:  # only when set, so other tasks' config hashes are unchanged
+            out["held_out_groups"] = [list(g) for g in self.held_out_groups]
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Task:
@@ -114,6 +131,7 @@ class Task:
                 "classes": tuple(d["classes"]),
                 "sensitive_attributes": tuple(d["sensitive_attributes"]),
                 "finding_to_class": dict(d["finding_to_class"]),
+                "held_out_groups": tuple(tuple(g) for g in d.get("held_out_groups", ())),
             }
         )
 
@@ -204,5 +222,134 @@ register_task(
         image_size=64,
         channels=1,
         prompt_template="cardiac short-axis cine MRI, {sex}, BMI {bmi_class}, {finding}",
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Real-data tasks: the seed papers' settings (loaders in benchmark/data/real/, cards in
+# data_cards/). Each needs --root with the user's local copy.
+
+#: Findings of the FairGen chest task (CheXpert + COVID-19 image data collection).
+CHEST_CLASSES = ("no_finding", "covid_19", "pneumonia", "pleural_effusion", "cardiomegaly")
+
+register_task(
+    Task(
+        name="fairgen-chest",
+        description="CheXpert + COVID-19 collection chest X-rays, 5 findings x sex (FairGen)",
+        dataset="chexpert-covid19",
+        classes=CHEST_CLASSES,
+        sensitive_attributes=("sex",),
+        image_size=256,
+        channels=1,
+        prompt_template="chest x-ray, {sex}, {finding}",
+    )
+)
+
+register_task(
+    Task(
+        name="chexpert-sex",
+        description="CheXpert chest X-rays, 5 findings x sex (single-dataset variant of "
+        "fairgen-chest without COVID-19)",
+        dataset="chexpert",
+        classes=("no_finding", "pneumonia", "pleural_effusion", "cardiomegaly", "edema"),
+        sensitive_attributes=("sex",),
+        image_size=256,
+        channels=1,
+        prompt_template="chest x-ray, {sex}, {finding}",
+    )
+)
+
+register_task(
+    Task(
+        name="fairgen-skin",
+        description="Fitzpatrick17k, FairGen's 5 diseases x light/medium/dark skin",
+        dataset="fitzpatrick17k",
+        classes=(
+            "allergic_contact_dermatitis",
+            "basal_cell_carcinoma",
+            "lichen_planus",
+            "psoriasis",
+            "squamous_cell_carcinoma",
+        ),
+        sensitive_attributes=("skin_tone_group",),
+        image_size=256,
+        channels=3,
+        prompt_template="dermatology photo, {skin_tone_group} skin, {finding}",
+    )
+)
+
+register_task(
+    Task(
+        name="fairgen-brain",
+        description="OASIS-1 axial T1 MRI slices, demented (CDR > 0) vs not x age < 75 / >= 75",
+        dataset="oasis1",
+        classes=("no_finding", "dementia"),
+        sensitive_attributes=("age_band",),
+        image_size=176,
+        channels=1,
+        prompt_template="T1 brain MRI, age {age_band}, {finding}",
+    )
+)
+
+#: The 14 CheXpert-labeller observations of MIMIC-CXR (the sketch paper's classes).
+MIMIC_FINDINGS = (
+    "no_finding", "enlarged_cardiomediastinum", "cardiomegaly", "lung_opacity", "lung_lesion",
+    "edema", "consolidation", "pneumonia", "atelectasis", "pneumothorax", "pleural_effusion",
+    "pleural_other", "fracture", "support_devices",
+)
+
+register_task(
+    Task(
+        name="sketch-mimic",
+        description="MIMIC-CXR-JPG frontal views, 14 CheXpert findings x sex (sketch paper)",
+        dataset="mimic-cxr",
+        classes=MIMIC_FINDINGS,
+        sensitive_attributes=("sex",),
+        image_size=256,
+        channels=1,
+        prompt_template="chest x-ray, {sex}, {finding}",
+    )
+)
+
+register_task(
+    Task(
+        name="compdiff-mimic",
+        description="MIMIC-CXR-JPG, no finding vs pleural effusion x sex x race; female-asian "
+        "and male-black held out of training (CompDiff)",
+        dataset="mimic-cxr",
+        classes=("no_finding", "pleural_effusion"),
+        sensitive_attributes=("sex", "race"),
+        image_size=256,
+        channels=1,
+        prompt_template="chest x-ray, {sex}, {race}, {finding}",
+        held_out_groups=(("female", "asian"), ("male", "black")),
+    )
+)
+
+register_task(
+    Task(
+        name="cardiac-acdc-bmi",
+        description="ACDC cine MRI mid-ventricular ED slices, healthy vs heart failure x WHO "
+        "BMI class",
+        dataset="acdc",
+        classes=("no_finding", "heart_failure"),
+        sensitive_attributes=("bmi_class",),
+        image_size=128,
+        channels=1,
+        prompt_template="cardiac cine MRI, {bmi_class}, {finding}",
+    )
+)
+
+register_task(
+    Task(
+        name="cardiac-mnms-sex",
+        description="M&Ms cine MRI mid-ventricular ED slices, healthy vs heart failure x sex",
+        dataset="mnms",
+        classes=("no_finding", "heart_failure"),
+        sensitive_attributes=("sex",),
+        image_size=128,
+        channels=1,
+        prompt_template="cardiac cine MRI, {sex}, {finding}",
     )
 )

@@ -20,8 +20,11 @@ class DatasetSpec:
         loader: ``loader(*, root, image_size, n_images, seed, split_salt) -> datasets.Dataset``
             returning rows in the standard schema (:mod:`benchmark.schema`) with ``split``
             filled (a phantom splits by hashing patient ids with ``split_salt``; a real
-            dataset uses its shipped split file).
-            Phantoms ignore ``root``; real datasets ignore ``n_images`` and ``seed``.
+            dataset uses its official split, its shipped split file, or a patient hash with
+            its own fixed salt, as its data card says).
+            Phantoms ignore ``root``; real datasets (``benchmark/data/real/``) ignore
+            ``n_images``, ``seed`` and ``split_salt``, and keep images at their native size
+            (``image_size`` is not applied: consumers resize).
         phantom: True for the embedded procedural datasets (no download, no root needed).
         card: the data card's file name in ``data_cards/``.
     """
