@@ -247,3 +247,69 @@ def fid_variance(group_fids: Mapping[Hashable, GroupFID]) -> float | None:
     if len(values) < 2:
         return None
     return float(np.var(np.asarray(values, dtype=np.float64), ddof=0))
+
+
+# --------------------------------------------------------------------------- fast paths
+# The bootstrap and the subgroup tables evaluate the Fréchet distance hundreds of times on
+# subsets of one feature matrix, possibly with integer row weights (bootstrap counts). These
+# two exact routes avoid forming and square-rooting d x d matrices when a subset is smaller
+# than the feature dimension.
+
+
+def weighted_stats(features: np.ndarray, weights: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance of rows where row i counts ``weights[i]`` times:
+    ``mu = sum w_i x_i / n``, ``S = sum w_i (x_i - mu)(x_i - mu)^T / (n - 1)``, n = sum w.
+    With unit weights this equals :func:`feature_stats`."""
+    f = np.asarray(features, dtype=np.float64)
+    w = np.ones(f.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    n = w.sum()
+    if n < MIN_IMAGES:
+        raise ValueError(f"FID statistics need at least {MIN_IMAGES} feature rows, got {n:g}")
+    mu = w @ f / n
+    z = (f - mu) * np.sqrt(w)[:, None]
+    return mu, z.T @ z / (n - 1.0)
+
+
+def frechet_from_gram(
+    gxx: np.ndarray,
+    gyy: np.ndarray,
+    gxy: np.ndarray,
+    wx: np.ndarray | None = None,
+    wy: np.ndarray | None = None,
+) -> float:
+    """The Fréchet distance of two sets of rows from their dot products only.
+
+    With ``G = X Y^T`` (and ``Gxx``, ``Gyy``), row weights w (n = sum w, p = w / n) and
+    ``C = G - (G p_y) 1^T - 1 (p_x^T G) + p_x^T G p_y`` (the doubly centred cross Gram,
+    ``(X - mu_x)(Y - mu_y)^T``):
+
+    - ``|mu_x - mu_y|^2 = p_x^T Gxx p_x + p_y^T Gyy p_y - 2 p_x^T G p_y``
+    - ``Tr S_x = (sum_i w_i Gxx_ii - n_x p_x^T Gxx p_x) / (n_x - 1)``
+    - ``Tr (S_x S_y)^{1/2} = || W_x^{1/2} C W_y^{1/2} ||_* / sqrt((n_x - 1)(n_y - 1))``,
+
+    the last because the non-zero eigenvalues of ``S_x S_y`` are the squared singular values
+    of ``A B^T / sqrt((n_x - 1)(n_y - 1))`` with ``S_x = A^T A / (n_x - 1)``. Exact, and costs
+    a singular value decomposition of the (m_x, m_y) matrix instead of d x d square roots.
+    """
+    m, n = gxx.shape[0], gyy.shape[0]
+    wx = np.ones(m) if wx is None else np.asarray(wx, dtype=np.float64)
+    wy = np.ones(n) if wy is None else np.asarray(wy, dtype=np.float64)
+    nx, ny = wx.sum(), wy.sum()
+    if nx < MIN_IMAGES or ny < MIN_IMAGES:
+        raise ValueError(f"FID statistics need at least {MIN_IMAGES} rows on each side")
+    px, py = wx / nx, wy / ny
+    gy_p = gxy @ py  # (m,): X mu_y
+    px_g = px @ gxy  # (n,): Y mu_x
+    cross_mu = float(px @ gy_p)
+    sq_x = float(px @ gxx @ px)
+    sq_y = float(py @ gyy @ py)
+    mean_term = sq_x + sq_y - 2.0 * cross_mu
+    tr_x = (float(wx @ np.diagonal(gxx)) - nx * sq_x) / (nx - 1.0)
+    tr_y = (float(wy @ np.diagonal(gyy)) - ny * sq_y) / (ny - 1.0)
+    c = gxy - gy_p[:, None] - px_g[None, :] + cross_mu
+    c *= np.sqrt(wx)[:, None]
+    c *= np.sqrt(wy)[None, :]
+    nuclear = float(np.linalg.svd(c, compute_uv=False).sum())
+    value = mean_term + tr_x + tr_y - 2.0 * nuclear / np.sqrt((nx - 1.0) * (ny - 1.0))
+    return max(value, 0.0)
