@@ -226,7 +226,14 @@ def _resample_counts(strata: list[np.ndarray], n: int, rng: np.random.Generator)
     return counts
 
 
-def bootstrap_interval(point: float, replicates: np.ndarray, level: float
+#: Range of each base metric; shifted intervals are clipped to it (None: unbounded).
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    FRECHET: (0.0, None), KERNEL: (None, None), PRECISION: (0.0, 1.0), RECALL: (0.0, 1.0),
+    DENSITY: (0.0, None), COVERAGE: (0.0, 1.0)}
+
+
+def bootstrap_interval(point: float, replicates: np.ndarray, level: float,
+                       bounds: tuple[float | None, float | None] = (None, None),
                        ) -> tuple[float | None, float | None, int]:
     """Percentile interval of the bootstrap replicates, shifted so that their mean is the
     point estimate: the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of
@@ -239,13 +246,17 @@ def bootstrap_interval(point: float, replicates: np.ndarray, level: float
     sampling variability at this sample size, which is what comparing two methods scored on
     the same number of images needs. For unbiased statistics (KID, the per-point averages of
     precision/recall/density/coverage) the shift is ~0 and this is the plain percentile
-    interval. Returns (low, high, number of finite replicates); (None, None, 0) if none.
+    interval. The ends are clipped to the statistic's range ``bounds``. Returns (low, high,
+    number of finite replicates); (None, None, 0) if no replicate is finite.
     """
     finite = replicates[np.isfinite(replicates)]
     if len(finite) == 0:
         return None, None, 0
     centred = point + (finite - finite.mean())
     lo, hi = np.quantile(centred, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    floor = -np.inf if bounds[0] is None else bounds[0]
+    ceiling = np.inf if bounds[1] is None else bounds[1]
+    lo, hi = np.clip([lo, hi], floor, ceiling)
     return float(lo), float(hi), int(len(finite))
 
 
@@ -324,8 +335,8 @@ def generation_table(
 
     def entry(unit: _Unit, rep: dict[str, np.ndarray], base: str) -> dict[str, Any]:
         value = unit.point[base]
-        lo, hi, used = (bootstrap_interval(value, rep[base], s.ci_level) if value is not None
-                        else (None, None, 0))
+        lo, hi, used = (bootstrap_interval(value, rep[base], s.ci_level, BOUNDS[base])
+                        if value is not None else (None, None, 0))
         e = {"value": value, "ci_low": lo if value is not None else None,
              "ci_high": hi if value is not None else None,
              "ci_resamples": used if value is not None else 0,
@@ -361,7 +372,7 @@ def generation_table(
                     if np.isfinite(vb).all() and np.isfinite(ob):
                         got = fn(ob, vb)
                         rep_vals[b] = math.nan if got is None else got
-            lo, hi, used = (bootstrap_interval(value, rep_vals, s.ci_level)
+            lo, hi, used = (bootstrap_interval(value, rep_vals, s.ci_level, (0.0, None))
                             if value is not None else (None, None, 0))
             reason = None
             if value is None:
