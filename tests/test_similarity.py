@@ -43,15 +43,15 @@ def test_mse_and_psnr_hand_worked():
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_ssim_matches_skimage(channels):
-    imgs = _images(3, size=48, seed=channels, channels=channels)
+    imgs = _images(3, size=256, seed=channels, channels=channels)
     got = ssim(imgs[:2], imgs[1:])
     for k, (a, b) in enumerate(zip(imgs[:2], imgs[1:], strict=True)):
         ref = structural_similarity(a, b, data_range=255, gaussian_weights=True, sigma=1.5,
                                     use_sample_covariance=False,
                                     channel_axis=2 if channels == 3 else None)
-        # torchmetrics pads by reflection and crops the border; skimage crops without
-        # padding: the means agree to about 1e-2 on 48-px noise images
-        assert got[k] == pytest.approx(ref, abs=2e-2)
+        # torchmetrics pads by reflection and crops the border, skimage crops without
+        # padding: border windows differ, so the means agree to ~1e-4 at 256 px
+        assert got[k] == pytest.approx(ref, abs=1e-3)
     assert ssim([imgs[0]], [imgs[0]])[0] == pytest.approx(1.0, abs=1e-6)
 
 
