@@ -144,3 +144,21 @@ def test_prdc_planted_cases():
 def test_prdc_needs_more_than_k_points():
     with pytest.raises(ValueError, match="more than 5 points"):
         prdc(np.zeros((5, 2)), np.ones((10, 2)), k=5)
+
+
+def test_kid_subsets_equal_a_loop_over_subsets():
+    """The batched subset computation against one mmd2_unbiased per subset, same draws."""
+    from benchmark.metrics.kid import kid_from_kernels
+
+    rng = np.random.default_rng(4)
+    x, y = rng.random((30, 5)), rng.random((26, 5)) + 0.1
+    k = polynomial_kernel
+    got = kid_from_kernels(k(x, x), k(y, y), k(x, y), subset_size=10, n_subsets=7, seed=3)
+    draws = np.random.default_rng(3)
+    vals = []
+    for _ in range(7):
+        i = draws.choice(30, size=10, replace=False)
+        j = draws.choice(26, size=10, replace=False)
+        vals.append(u_statistic(x[i], y[j]))
+    assert got.value == pytest.approx(np.mean(vals), rel=1e-10)
+    assert got.std == pytest.approx(np.std(vals), rel=1e-8)

@@ -58,6 +58,23 @@ def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
 
 
+def _trace_sqrt_product_cholesky(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """Tr((S1 S2)^{1/2}) as sum(sqrt(eig(L^T S2 L))) with S1 = L L^T (Cholesky).
+
+    S1 S2 = L (L^T S2 L) L^{-1} is similar to the symmetric PSD ``L^T S2 L``; a Cholesky
+    factor and a values-only symmetric eigensolver cost about half of :func:`_trace_sqrt_
+    product_eigh`'s full eigendecomposition. Needs S1 positive definite (more images than
+    dimensions); otherwise it falls back to the eigh route.
+    """
+    try:
+        chol = np.linalg.cholesky(sigma1)
+    except np.linalg.LinAlgError:
+        return _trace_sqrt_product_eigh(sigma1, sigma2)
+    m = chol.T @ sigma2 @ chol
+    ev = np.linalg.eigvalsh((m + m.T) / 2.0)
+    return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+
+
 def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
     """Tr(sqrtm(S1 S2)) as in the reference implementations (TTUR, pytorch-fid).
 
@@ -89,7 +106,7 @@ def frechet_distance(
     mu2: Any,
     sigma2: Any,
     *,
-    method: Literal["eigh", "sqrtm"] = "eigh",
+    method: Literal["eigh", "cholesky", "sqrtm"] = "eigh",
     eps: float = 1e-6,
 ) -> float:
     """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2).
@@ -112,8 +129,10 @@ def frechet_distance(
             for the rank-deficient covariances of fewer images than dimensions. ``"sqrtm"``:
             ``scipy.linalg.sqrtm(S1 @ S2)`` as in the reference implementations, with their
             fixes: ``eps * I`` added to both covariances when the result is not finite, and a
-            small imaginary part dropped (a large one raises ``FloatingPointError``). Both
-            agree to round-off on PSD inputs.
+            small imaginary part dropped (a large one raises ``FloatingPointError``).
+            ``"cholesky"``: eigenvalues of ``L^T S2 L`` with ``S1 = L L^T``, about twice as
+            fast as ``"eigh"`` when S1 is positive definite (falls back to ``"eigh"``
+            otherwise). All agree to round-off on PSD inputs.
         eps: the diagonal offset of the ``"sqrtm"`` retry.
 
     Returns:
@@ -125,10 +144,12 @@ def frechet_distance(
         raise ValueError(f"feature dimensions differ: {mu1.shape[0]} and {mu2.shape[0]}")
     if method == "eigh":
         tr_covmean = _trace_sqrt_product_eigh(sigma1, sigma2)
+    elif method == "cholesky":
+        tr_covmean = _trace_sqrt_product_cholesky(sigma1, sigma2)
     elif method == "sqrtm":
         tr_covmean = _trace_sqrt_product_sqrtm(sigma1, sigma2, eps)
     else:
-        raise ValueError(f"unknown method {method!r}; expected 'eigh' or 'sqrtm'")
+        raise ValueError(f"unknown method {method!r}; expected 'eigh', 'cholesky' or 'sqrtm'")
     diff = mu1 - mu2
     value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
     return max(value, 0.0)

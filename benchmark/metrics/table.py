@@ -152,7 +152,8 @@ class _Grams:
         if min(len(ix), len(iy)) <= self.d:
             return frechet_from_gram(self.gxx[np.ix_(ix, ix)], self.gyy[np.ix_(iy, iy)],
                                      self.gxy[np.ix_(ix, iy)], wx, wy)
-        return frechet_distance(*weighted_stats(self.x[ix], wx), *weighted_stats(self.y[iy], wy))
+        return frechet_distance(*weighted_stats(self.x[ix], wx), *weighted_stats(self.y[iy], wy),
+                                method="cholesky")
 
     def mmd2(self, ix: np.ndarray, iy: np.ndarray, wx: np.ndarray, wy: np.ndarray) -> float:
         keep_x, keep_y = wx > 0, wy > 0
