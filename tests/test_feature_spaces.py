@@ -127,6 +127,15 @@ def test_generation_metrics_in_a_second_space(tiny_dataset, monkeypatch):
     assert "176" in div["edema"]["ms_ssim"]["reason"]
     assert "inception_cosine" not in div["edema"]  # no Inception space in this evaluation
     assert out["counts"] == {"real": 24, "synthetic": 24}
+    from benchmark.cli import summary
+
+    record = {"method": "m", "task": task.name, "profile": "smoke", "seed": 0,
+              "counts": {"data": 48, "test": 24, "synthetic": 24}, "timings_s": {"total": 1.0},
+              "metrics": {"generation": out}}
+    text = summary(record)
+    assert "FD_THUMB " in text and "FID" not in text and "KD_THUMB" in text
+    assert "FD_THUMB by sex x age_group" in text and "ES_FD_THUMB" in text
+    assert "95% bootstrap interval, 20 resamples" in text
     with pytest.raises(KeyError, match="unknown feature space"):
         generation_metrics(real, syn, task, PROFILES.get("smoke"),
                            extractors={"nope": ThumbnailFeatures(4)}, progress=False)
