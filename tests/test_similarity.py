@@ -99,6 +99,8 @@ def test_diversity_planted_and_hand_worked():
     d = mean_pairwise_diversity(trio, mse)
     assert (d.value, d.n_images, d.n_pairs) == (pytest.approx(2 / 3), 3, 3)
     assert mean_pairwise_diversity(trio[:1], mse).reason == "fewer than 2 images"
+    mixed = mean_pairwise_diversity([trio[0], np.zeros((2, 2), dtype=np.uint8)], mse)
+    assert mixed.value is None and "2 different shapes" in mixed.reason
     # more varied sets are more diverse
     varied = _images(6, seed=6)
     assert mean_pairwise_diversity(varied, mse, max_pairs=10, seed=0).n_pairs == 10

@@ -295,9 +295,14 @@ def mean_pairwise_diversity(
     n = len(items)
     if n < 2:
         return Diversity(None, n, 0, "fewer than 2 images")
+    as_array = isinstance(items, np.ndarray)
+    if not as_array:
+        shapes = {to_uint8_array(it, index=k).shape for k, it in enumerate(items)}
+        if len(shapes) > 1:
+            return Diversity(None, n, 0, f"images of {len(shapes)} different shapes; pixel "
+                                         "measures compare images of one size")
     i, j = sample_pairs(n, max_pairs, seed)
     values = []
-    as_array = isinstance(items, np.ndarray)
     try:
         for s in range(0, len(i), batch_size):
             bi, bj = i[s : s + batch_size], j[s : s + batch_size]
