@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .profiles import DEFAULT_PROFILE
 from .registry import UnknownNameError
 from .tasks import DEFAULT_TASK
@@ -188,8 +190,63 @@ def _listing(command: str) -> list[str]:
     return [f"{n:<28} {p.description}" for n, p in PROFILES.items()]
 
 
-def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _ci(e: dict[str, Any], digits: int = 2) -> str:
+    """``value [low, high]`` of a metric entry (no interval when there is none)."""
+    if e.get("value") is None:
+        return "n/a" + (f" ({e['reason']})" if e.get("reason") else "")
+    text = _fmt(e["value"], digits)
+    if e.get("ci_low") is not None:
+        text += f" [{_fmt(e['ci_low'], digits)}, {_fmt(e['ci_high'], digits)}]"
+    return text
+
+
+def _generation_lines(gen: dict[str, Any]) -> list[str]:
+    from .metrics.spaces import FEATURE_SPACES
+    from .metrics.table import BY_GROUP, summary_keys
+
+    lines: list[str] = []
+    boot = gen.get("settings", {}).get("bootstrap", {})
+    if boot.get("resamples"):
+        lines.append(f"  (brackets: {boot['level']:.0%} bootstrap interval, "
+                     f"{boot['resamples']} resamples)")
+    for name, info in gen.get("feature_spaces", {}).items():
+        if not info.get("available"):
+            lines.append(f"  {name} space unavailable: {info.get('reason')}")
+            continue
+        space = FEATURE_SPACES.get(name)
+        k = space.keys()
+        fd = gen[k["frechet"]]
+        lines.append(f"  {k['frechet'].upper():<9} {_ci(fd)}  [{fd['n_real']} real vs "
+                     f"{fd['n_synthetic']} synthetic, {info['extractor']}]")
+        kd = gen[k["kernel"]]
+        std = f" (std over subsets {kd['std']:.4f})" if kd.get("std") is not None else ""
+        lines.append(f"  {k['kernel'].upper():<9} {_ci(kd, 4)}{std}")
+        lines.append("  " + ", ".join(f"{k[b]} {_ci(gen[k[b]])}"
+                                      for b in ("precision", "recall", "density", "coverage")))
+        sk = summary_keys(space)
+        for grouping, groups in gen[k["frechet"] + BY_GROUP].items():
+            parts = ", ".join(f"{g} {_fmt(r['value'])} ({r['n_real']}/{r['n_synthetic']})"
+                              for g, r in groups.items())
+            lines.append(f"  {k['frechet'].upper()} by {grouping}: {parts}")
+            lines.append(f"      variance {_ci(gen[sk['variance']][grouping])}; "
+                         f"{sk['es'].upper()} {_ci(gen[sk['es']][grouping])}")
+    div = gen.get("diversity", {})
+    if div.get("synthetic"):
+        for side in ("synthetic", "real"):
+            per = div[side]
+            measures = sorted({m for c in per.values() for m, r in c.items()
+                               if r["value"] is not None})
+            vals = {m: [c[m]["value"] for c in per.values() if c[m]["value"] is not None]
+                    for m in measures}
+            lines.append(f"  diversity ({side}, mean over {len(per)} classes): "
+                         + ", ".join(f"{m} {np.mean(v):.4f}" for m, v in vals.items()))
+        if div.get("unavailable"):
+            lines.append("  unavailable: " + "; ".join(div["unavailable"].values()))
+    return lines
 
 
 def summary(record: dict[str, Any]) -> str:
@@ -203,15 +260,7 @@ def summary(record: dict[str, Any]) -> str:
         + f", test {c['test']}; synthetic {c['synthetic']}"
         + (f" (plan {c['plan_total']} in {c['plan_cells']} cells)" if "plan_total" in c else ""),
     ]
-    f = gen["fid"]
-    lines.append(
-        f"  FID       {_fmt(f['value'])}  [{f['n_real']} real vs {f['n_synthetic']} synthetic, "
-        f"{gen['feature_extractor']['name']}]" + (f"  ({f['reason']})" if f.get("reason") else "")
-    )
-    for attr, groups in gen["fid_by_group"].items():
-        parts = ", ".join(f"{g} {_fmt(r['value'])} ({r['n_real']}/{r['n_synthetic']})"
-                          for g, r in groups.items())
-        lines.append(f"  FID by {attr}: {parts}; variance {_fmt(gen['fid_variance'][attr])}")
+    lines += _generation_lines(gen)
     lines.append(f"  time      {record['timings_s'].get('total', 0):.0f} s")
     if "_path" in record:
         lines.append(f"  record    {record['_path']}")

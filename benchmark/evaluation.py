@@ -1,23 +1,46 @@
-"""Generation metrics of one run: real test images vs synthetic images, overall and per group.
+"""Generation metrics of one run: real test images vs synthetic images.
+
+For every available feature space (:mod:`benchmark.metrics.spaces`): the Fréchet distance
+(FID in the Inception space), KID, precision, recall, density and coverage, overall, per group
+of each sensitive attribute and per intersection of attributes, with the summaries of the group
+Fréchet distances (variance, equity-scaled, gap) and bootstrap intervals for all of them
+(:func:`benchmark.metrics.table.generation_table`). Then the mean pairwise intra-class
+diversity of the synthetic and of the real images under each image dissimilarity.
 
 The scored sets are seeded random subsets of at most ``profile.eval_real`` real test images
-and ``profile.eval_synthetic`` synthetic images (InceptionV3 is slow on a CPU); every FID is
-recorded with the numbers of images on each side.
+and ``profile.eval_synthetic`` synthetic images; every number is recorded with the numbers of
+images it rests on. Features come from the on-disk cache when present.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import datasets
 import numpy as np
 
-from .metrics import FeatureCache, FeatureExtractor, fid, fid_by_group, fid_variance
+from .metrics import FeatureCache, FeatureExtractor
+from .metrics.similarity import (
+    FEATURE_DISSIMILARITY,
+    cosine_similarity,
+    dissimilarities,
+    mean_pairwise_diversity,
+)
+from .metrics.spaces import BASE_METRICS, FEATURE_SPACES, INCEPTION_SPACE
+from .metrics.table import BY_GROUP, INTERSECTION_SEP, TableSettings, generation_table, summary_keys
 from .profiles import Profile
 from .tasks import Task
 
 log = logging.getLogger(__name__)
+
+#: Result keys of the evaluation record besides the per-space metric keys.
+KEY_FEATURE_SPACES = "feature_spaces"
+KEY_SETTINGS = "settings"
+KEY_DIVERSITY = "diversity"
+KEY_COUNTS = "counts"
 
 
 def seeded_subset(ds: datasets.Dataset, n: int, seed: int) -> datasets.Dataset:
@@ -34,49 +57,150 @@ def image_arrays(ds: datasets.Dataset, channels: int) -> list[np.ndarray]:
     return [np.asarray(img.convert(mode)) for img in ds["image"]]
 
 
+def groupings(task: Task, real: datasets.Dataset, synthetic: datasets.Dataset
+              ) -> tuple[dict[str, tuple[list, list]], tuple[list, list]]:
+    """The task's groupings and the bootstrap strata.
+
+    Groupings: each sensitive attribute, and each intersection of two or more of them
+    (``"sex x age_group"``, groups like ``"female x 40-60"``; a row missing any of the values
+    is in no group of the intersection). Strata: the full tuple of attribute values (missing
+    included), so every group of every grouping is a union of strata.
+    """
+    attrs = list(task.sensitive_attributes)
+    cols_r = {a: list(real[a]) for a in attrs}
+    cols_s = {a: list(synthetic[a]) for a in attrs}
+    out: dict[str, tuple[list, list]] = {a: (cols_r[a], cols_s[a]) for a in attrs}
+
+    def joined(cols: dict[str, list], combo: Sequence[str], n: int) -> list[str | None]:
+        rows = []
+        for i in range(n):
+            vals = [cols[a][i] for a in combo]
+            rows.append(None if any(v is None for v in vals)
+                        else INTERSECTION_SEP.join(str(v) for v in vals))
+        return rows
+
+    for r in range(2, len(attrs) + 1):
+        for combo in itertools.combinations(attrs, r):
+            out[INTERSECTION_SEP.join(combo)] = (joined(cols_r, combo, len(real)),
+                                                 joined(cols_s, combo, len(synthetic)))
+    strata = ([str(tuple(cols_r[a][i] for a in attrs)) for i in range(len(real))],
+              [str(tuple(cols_s[a][i] for a in attrs)) for i in range(len(synthetic))])
+    return out, strata
+
+
+def table_settings(profile: Profile, seed: int) -> TableSettings:
+    return TableSettings(bootstrap_resamples=profile.bootstrap_resamples, seed=seed)
+
+
+def _empty(task: Task, spaces: Sequence[str], reason: str, n_real: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in spaces:
+        space = FEATURE_SPACES.get(name)
+        for base in BASE_METRICS:
+            key = space.key(base)
+            out[key] = {"value": None, "ci_low": None, "ci_high": None, "ci_resamples": 0,
+                        "n_real": n_real, "n_synthetic": 0, "reason": reason}
+            out[key + BY_GROUP] = {}
+        for key in summary_keys(space).values():
+            out[key] = {}
+    return out
+
+
+def class_diversity(
+    arrays: Sequence[np.ndarray],
+    classes: Sequence[Hashable],
+    features: np.ndarray | None,
+    *,
+    fns: Mapping[str, Any],
+    max_pairs: int,
+    seed: int,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{class: {measure: Diversity.as_dict()}}``: mean pairwise dissimilarity within each
+    class, for each image dissimilarity in ``fns`` and, with ``features``, 1 - cosine of the
+    Inception features (the same pairs for every measure of a class)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for c in sorted({c for c in classes if c is not None}, key=str):
+        idx = [i for i, k in enumerate(classes) if k == c]
+        imgs = [arrays[i] for i in idx]
+        res = {name: mean_pairwise_diversity(imgs, fn, max_pairs=max_pairs, seed=seed).as_dict()
+               for name, fn in fns.items()}
+        if features is not None:
+            res[FEATURE_DISSIMILARITY] = mean_pairwise_diversity(
+                features[idx], lambda a, b: 1.0 - cosine_similarity(a, b),
+                max_pairs=max_pairs, seed=seed).as_dict()
+        out[str(c)] = res
+    return out
+
+
 def generation_metrics(
     real: datasets.Dataset,
     synthetic: datasets.Dataset,
     task: Task,
     profile: Profile,
     *,
-    extractor: FeatureExtractor,
+    extractors: Mapping[str, FeatureExtractor],
+    unavailable_spaces: Mapping[str, str] | None = None,
     seed: int = 0,
     cache: FeatureCache | None = None,
+    device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """FID overall, per group of each sensitive attribute, and the variance of group FIDs."""
+    """Every generation metric of a run (see the module docstring); ``extractors`` maps
+    registered feature-space names to their extractors."""
+    for name in extractors:
+        FEATURE_SPACES.get(name)  # unknown space names are errors
+    settings = table_settings(profile, seed)
     out: dict[str, Any] = {
-        "feature_extractor": {"name": extractor.name, "cache_key": extractor.cache_key},
-        "fid": None,
-        "fid_by_group": {},
-        "fid_variance": {},
+        KEY_FEATURE_SPACES: {
+            **{name: {"available": True, "extractor": ex.name, "dim": ex.dim,
+                      "cache_key": ex.cache_key} for name, ex in extractors.items()},
+            **{name: {"available": False, "reason": why}
+               for name, why in (unavailable_spaces or {}).items()},
+        },
+        KEY_SETTINGS: {
+            "kid_subset_size": settings.kid_subset_size,
+            "kid_subsets": settings.kid_subsets,
+            "prdc_k": settings.prdc_k,
+            "bootstrap": {"resamples": settings.bootstrap_resamples,
+                          "level": settings.ci_level, "seed": settings.seed,
+                          "method": "percentile; rows resampled within subgroup cells"},
+            "diversity_pairs": profile.diversity_pairs,
+        },
     }
     if len(synthetic) == 0:
-        out["fid"] = {"value": None, "n_real": 0, "n_synthetic": 0,
-                      "reason": "the method generated no synthetic images"}
+        out[KEY_COUNTS] = {"real": 0, "synthetic": 0}
+        out.update(_empty(task, list(extractors), "the method generated no synthetic images", 0))
+        out[KEY_DIVERSITY] = {}
         return out
     real = seeded_subset(real, profile.eval_real, seed)
     synthetic = seeded_subset(synthetic, profile.eval_synthetic, seed + 1)
-    log.info("scoring %d real test and %d synthetic images with %s", len(real), len(synthetic),
-             extractor.name)
-    f_real = extractor.extract(image_arrays(real, task.channels), cache=cache,
-                               batch_size=profile.feature_batch_size, progress=progress)
-    f_syn = extractor.extract(image_arrays(synthetic, task.channels), cache=cache,
-                              batch_size=profile.feature_batch_size, progress=progress)
-    n_real, n_syn = len(f_real), len(f_syn)
-    if n_real >= 2 and n_syn >= 2:
-        out["fid"] = {"value": fid(f_real, f_syn), "n_real": n_real, "n_synthetic": n_syn,
-                      "reason": None}
-    else:
-        out["fid"] = {"value": None, "n_real": n_real, "n_synthetic": n_syn,
-                      "reason": "fewer than 2 images on a side"}
-    for attr in task.sensitive_attributes:
-        groups = fid_by_group(f_real, list(real[attr]), f_syn, list(synthetic[attr]))
-        out["fid_by_group"][attr] = {
-            str(g): {"value": r.value, "n_real": r.n_real, "n_synthetic": r.n_synthetic,
-                     "reason": r.reason}
-            for g, r in sorted(groups.items(), key=lambda kv: str(kv[0]))
-        }
-        out["fid_variance"][attr] = fid_variance(groups)
+    out[KEY_COUNTS] = {"real": len(real), "synthetic": len(synthetic)}
+    log.info("scoring %d real test and %d synthetic images in feature space(s) %s",
+             len(real), len(synthetic), ", ".join(extractors))
+    arrays_r = image_arrays(real, task.channels)
+    arrays_s = image_arrays(synthetic, task.channels)
+    groups, strata = groupings(task, real, synthetic)
+    feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, ex in extractors.items():
+        f_r = ex.extract(arrays_r, cache=cache, batch_size=profile.feature_batch_size,
+                         progress=progress)
+        f_s = ex.extract(arrays_s, cache=cache, batch_size=profile.feature_batch_size,
+                         progress=progress)
+        feats[name] = (f_r, f_s)
+        out.update(generation_table(f_r, f_s, FEATURE_SPACES.get(name), groupings=groups,
+                                    strata=strata, settings=settings, progress=progress))
+
+    fns, missing = dissimilarities(device)
+    for why in missing.values():
+        log.warning("%s", why)
+    inc = feats.get(INCEPTION_SPACE)
+    out[KEY_DIVERSITY] = {
+        "synthetic": class_diversity(
+            arrays_s, [task.class_of(f) for f in synthetic["finding"]],
+            inc[1] if inc else None, fns=fns, max_pairs=profile.diversity_pairs, seed=seed),
+        "real": class_diversity(
+            arrays_r, [task.class_of(f) for f in real["finding"]],
+            inc[0] if inc else None, fns=fns, max_pairs=profile.diversity_pairs, seed=seed),
+        "unavailable": missing,
+    }
     return out

@@ -31,7 +31,8 @@ import pandas as pd
 from .data import DATASETS, read_image_folder, write_image_folder
 from .evaluation import generation_metrics
 from .generators import GENERATORS, FitContext, allocate
-from .metrics import FeatureCache, FeatureExtractor, InceptionV3FID, default_cache
+from .metrics import FeatureCache, FeatureExtractor, default_cache
+from .metrics.spaces import feature_extractors
 from .profiles import PROFILES, Profile
 from .results import (
     config_hash,
@@ -121,7 +122,8 @@ def run_dir_for(out: str | Path, task: str, method: str, profile: str, seed: int
 
 
 def run_config(task: Task, method: str, method_config: dict[str, Any], profile: Profile,
-               seed: int, root: str | Path | None, extractor: FeatureExtractor) -> dict[str, Any]:
+               seed: int, root: str | Path | None,
+               extractors: dict[str, FeatureExtractor]) -> dict[str, Any]:
     """The full config of a run: everything its numbers depend on (hashed into the record)."""
     return {
         "task": task.as_dict(),
@@ -130,7 +132,7 @@ def run_config(task: Task, method: str, method_config: dict[str, Any], profile: 
         "seed": seed,
         "data_seed": DATA_SEED,
         "root": str(root) if root is not None else None,
-        "feature_extractor": extractor.cache_key,
+        "feature_spaces": {name: ex.cache_key for name, ex in sorted(extractors.items())},
     }
 
 
@@ -163,10 +165,10 @@ def run(
     gen_cls = GENERATORS.get(method)
     prof = PROFILES.get(profile)
     generator = gen_cls(method_config)
-    extractor = InceptionV3FID()
-    cache = feature_cache if feature_cache is not None else default_cache()
     device = pick_device()
-    config = run_config(task_obj, method, generator.config, prof, seed, root, extractor)
+    spaces = feature_extractors(task_obj, device=device)
+    cache = feature_cache if feature_cache is not None else default_cache()
+    config = run_config(task_obj, method, generator.config, prof, seed, root, spaces.available)
     chash = config_hash(config)
     rdir = run_dir_for(out, task, method, profile, seed)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +212,8 @@ def run(
         syn_done.write_text(chash)
 
     metrics = timer("evaluate", lambda: generation_metrics(
-        test, synthetic, task_obj, prof, extractor=extractor, seed=seed, cache=cache,
+        test, synthetic, task_obj, prof, extractors=spaces.available,
+        unavailable_spaces=spaces.unavailable, seed=seed, cache=cache, device=device,
         progress=progress))
     timer.timings["total"] = round(time.perf_counter() - t_start, 3)
 
@@ -263,15 +266,17 @@ def evaluate_folder(
             f"{synthetic_dir}/metadata.csv: finding(s) {dict(outside)} are not classes of task "
             f"{task}; expected {', '.join(task_obj.classes)}"
         )
-    extractor = InceptionV3FID()
+    device = pick_device()
+    spaces = feature_extractors(task_obj, device=device)
     cache = feature_cache if feature_cache is not None else default_cache()
     config = run_config(task_obj, "external", {"synthetic_dir": str(synthetic_dir)}, prof, seed,
-                        root, extractor)
+                        root, spaces.available)
     timer = _Timer()
     data = timer("load_data", lambda: load_task_data(task_obj, prof, root=root))
     test = split(data, "test")
     metrics = timer("evaluate", lambda: generation_metrics(
-        test, synthetic, task_obj, prof, extractor=extractor, seed=seed, cache=cache,
+        test, synthetic, task_obj, prof, extractors=spaces.available,
+        unavailable_spaces=spaces.unavailable, seed=seed, cache=cache, device=device,
         progress=progress))
     record = make_record(
         task=task,
@@ -282,7 +287,7 @@ def evaluate_folder(
         config_hash=config_hash(config),
         dataset_fingerprint=dataset_fingerprint(data),
         packages=package_versions(),
-        device=device_info("cpu"),
+        device=device_info(device),
         timings_s=timer.timings,
         counts={"data": len(data), "test": len(test), "synthetic": len(synthetic)},
         metrics={"generation": metrics},

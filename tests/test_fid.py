@@ -33,7 +33,7 @@ def random_stats(rng, dim, n):
     return x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))
 
 
-@pytest.mark.parametrize("method", ["eigh", "sqrtm"])
+@pytest.mark.parametrize("method", ["eigh", "cholesky", "sqrtm"])
 @pytest.mark.parametrize("dim,n", [(1, 10), (2, 20), (5, 50), (16, 200), (64, 500)])
 def test_matches_scipy_sqrtm_full_rank(method, dim, n):
     rng = np.random.default_rng(dim)
@@ -44,7 +44,7 @@ def test_matches_scipy_sqrtm_full_rank(method, dim, n):
     assert got == pytest.approx(expected, rel=1e-8, abs=1e-8)
 
 
-@pytest.mark.parametrize("method", ["eigh", "sqrtm"])
+@pytest.mark.parametrize("method", ["eigh", "cholesky", "sqrtm"])
 @pytest.mark.parametrize("dim,n", [(8, 5), (32, 10), (64, 20)])
 def test_matches_scipy_sqrtm_rank_deficient(method, dim, n):
     """Fewer samples than dimensions: singular covariances, as with few images per group."""

@@ -26,16 +26,26 @@ def test_oversample_smoke_run_writes_a_complete_record(oversample_record):
     rec = json.loads(open(oversample_record["_path"]).read())
     validate_record(rec)
     gen = rec["metrics"]["generation"]
-    assert gen["feature_extractor"]["name"] == "inception-v3-fid"
+    assert gen["feature_spaces"]["inception"]["extractor"] == "inception-v3-fid"
     fid = gen["fid"]
     assert math.isfinite(fid["value"]) and fid["value"] > 0
     assert fid["n_real"] == 24 and fid["n_synthetic"] == 24
-    assert set(gen["fid_by_group"]) == {"sex", "age_group"}
+    assert fid["ci_low"] <= fid["value"] <= fid["ci_high"]
+    assert fid["ci_resamples"] == gen["settings"]["bootstrap"]["resamples"] == 20
+    assert set(gen["fid_by_group"]) == {"sex", "age_group", "sex x age_group"}
     sex = gen["fid_by_group"]["sex"]
     assert set(sex) == {"female", "male"}
     assert sum(g["n_real"] for g in sex.values()) == 24
     assert all(math.isfinite(g["value"]) for g in sex.values())
-    assert math.isfinite(gen["fid_variance"]["sex"])
+    assert math.isfinite(gen["fid_variance"]["sex"]["value"])
+    assert gen["es_fid"]["sex"]["value"] >= fid["value"]
+    for key in ("kid", "precision", "recall", "density", "coverage"):
+        assert math.isfinite(gen[key]["value"]) and gen[key]["n_synthetic"] == 24, key
+        assert set(gen[key + "_by_group"]) == set(gen["fid_by_group"])
+    assert gen["kid"]["subset_size"] == 12 and gen["kid"]["std"] >= 0
+    div = gen["diversity"]["synthetic"]
+    assert div and all(d["inception_cosine"]["n_images"] >= 1 for d in div.values())
+    assert set(gen["diversity"]["unavailable"]) <= {"lpips", "dreamsim"}
     assert rec["counts"]["synthetic"] == rec["counts"]["plan_total"] > 0
     assert rec["packages"]["torch"] and rec["device"]["device"] in ("cpu", "cuda")
 

@@ -446,3 +446,65 @@ class InceptionV3FID(FeatureExtractor):
         with torch.inference_mode():
             y = model(x)
         return y.reshape(y.shape[0], -1).to(torch.float32).cpu().numpy()
+
+
+class ThumbnailFeatures(FeatureExtractor):
+    """A tiny deterministic feature space: the image in grayscale, resized to ``size`` x
+    ``size`` with PIL's box filter, flattened and scaled to [0, 1] (``size**2`` features).
+
+    No weights, fast, and exact to reason about: for tests, speed scripts and as a pixel-level
+    sanity space. Not a perceptual space; never reported as FID.
+    """
+
+    def __init__(self, size: int = 8):
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        self.size = size
+        self.name = f"thumbnail-{size}"
+        self.dim = size * size
+
+    def config(self) -> dict[str, Any]:
+        return {"size": self.size, "resample": "PIL box", "color": "L (ITU-R 601-2 luma)",
+                "scale": "x / 255"}
+
+    def _compute(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(arrays), self.dim), dtype=np.float32)
+        for i, arr in enumerate(arrays):
+            img = Image.fromarray(arr).convert("L").resize((self.size, self.size),
+                                                          Image.Resampling.BOX)
+            out[i] = np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
+        return out
+
+
+class CallableFeatureExtractor(FeatureExtractor):
+    """Adapts any ``features(images) -> (N, d)`` callable (a classifier's penultimate layer,
+    e.g. the oracle) to a :class:`FeatureExtractor` with caching and validation.
+
+    Args:
+        name: extractor name (shown in records and progress bars).
+        dim: feature dimension d.
+        features: called with a list of uint8 arrays ((H, W) or (H, W, 3)); returns (N, d).
+        config: every setting that changes the features (at least a digest of the weights);
+            it is hashed into the cache key, so two models never share cache entries.
+    """
+
+    def __init__(self, name: str, dim: int, features: Any, config: dict[str, Any]):
+        if not callable(features):
+            raise TypeError(f"{name}: features must be callable, got {type(features).__name__}")
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"{name}: dim must be a positive integer, got {dim!r}")
+        if not config:
+            raise ValueError(f"{name}: config must name what the features depend on (at least "
+                             "a digest of the weights), or cached features could be reused "
+                             "across models")
+        self.name, self.dim = name, dim
+        self._features, self._config = features, dict(config)
+
+    def config(self) -> dict[str, Any]:
+        return self._config
+
+    def _compute(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        out = self._features(list(arrays))
+        if isinstance(out, torch.Tensor):
+            out = out.detach().to(torch.float32).cpu().numpy()
+        return np.asarray(out, dtype=np.float32)

@@ -58,6 +58,23 @@ def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
 
 
+def _trace_sqrt_product_cholesky(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """Tr((S1 S2)^{1/2}) as sum(sqrt(eig(L^T S2 L))) with S1 = L L^T (Cholesky).
+
+    S1 S2 = L (L^T S2 L) L^{-1} is similar to the symmetric PSD ``L^T S2 L``; a Cholesky
+    factor and a values-only symmetric eigensolver cost about half of :func:`_trace_sqrt_
+    product_eigh`'s full eigendecomposition. Needs S1 positive definite (more images than
+    dimensions); otherwise it falls back to the eigh route.
+    """
+    try:
+        chol = np.linalg.cholesky(sigma1)
+    except np.linalg.LinAlgError:
+        return _trace_sqrt_product_eigh(sigma1, sigma2)
+    m = chol.T @ sigma2 @ chol
+    ev = np.linalg.eigvalsh((m + m.T) / 2.0)
+    return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+
+
 def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
     """Tr(sqrtm(S1 S2)) as in the reference implementations (TTUR, pytorch-fid).
 
@@ -89,7 +106,7 @@ def frechet_distance(
     mu2: Any,
     sigma2: Any,
     *,
-    method: Literal["eigh", "sqrtm"] = "eigh",
+    method: Literal["eigh", "cholesky", "sqrtm"] = "eigh",
     eps: float = 1e-6,
 ) -> float:
     """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2).
@@ -112,8 +129,10 @@ def frechet_distance(
             for the rank-deficient covariances of fewer images than dimensions. ``"sqrtm"``:
             ``scipy.linalg.sqrtm(S1 @ S2)`` as in the reference implementations, with their
             fixes: ``eps * I`` added to both covariances when the result is not finite, and a
-            small imaginary part dropped (a large one raises ``FloatingPointError``). Both
-            agree to round-off on PSD inputs.
+            small imaginary part dropped (a large one raises ``FloatingPointError``).
+            ``"cholesky"``: eigenvalues of ``L^T S2 L`` with ``S1 = L L^T``, about twice as
+            fast as ``"eigh"`` when S1 is positive definite (falls back to ``"eigh"``
+            otherwise). All agree to round-off on PSD inputs.
         eps: the diagonal offset of the ``"sqrtm"`` retry.
 
     Returns:
@@ -125,10 +144,12 @@ def frechet_distance(
         raise ValueError(f"feature dimensions differ: {mu1.shape[0]} and {mu2.shape[0]}")
     if method == "eigh":
         tr_covmean = _trace_sqrt_product_eigh(sigma1, sigma2)
+    elif method == "cholesky":
+        tr_covmean = _trace_sqrt_product_cholesky(sigma1, sigma2)
     elif method == "sqrtm":
         tr_covmean = _trace_sqrt_product_sqrtm(sigma1, sigma2, eps)
     else:
-        raise ValueError(f"unknown method {method!r}; expected 'eigh' or 'sqrtm'")
+        raise ValueError(f"unknown method {method!r}; expected 'eigh', 'cholesky' or 'sqrtm'")
     diff = mu1 - mu2
     value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
     return max(value, 0.0)
@@ -247,3 +268,69 @@ def fid_variance(group_fids: Mapping[Hashable, GroupFID]) -> float | None:
     if len(values) < 2:
         return None
     return float(np.var(np.asarray(values, dtype=np.float64), ddof=0))
+
+
+# --------------------------------------------------------------------------- fast paths
+# The bootstrap and the subgroup tables evaluate the Fréchet distance hundreds of times on
+# subsets of one feature matrix, possibly with integer row weights (bootstrap counts). These
+# two exact routes avoid forming and square-rooting d x d matrices when a subset is smaller
+# than the feature dimension.
+
+
+def weighted_stats(features: np.ndarray, weights: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance of rows where row i counts ``weights[i]`` times:
+    ``mu = sum w_i x_i / n``, ``S = sum w_i (x_i - mu)(x_i - mu)^T / (n - 1)``, n = sum w.
+    With unit weights this equals :func:`feature_stats`."""
+    f = np.asarray(features, dtype=np.float64)
+    w = np.ones(f.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    n = w.sum()
+    if n < MIN_IMAGES:
+        raise ValueError(f"FID statistics need at least {MIN_IMAGES} feature rows, got {n:g}")
+    mu = w @ f / n
+    z = (f - mu) * np.sqrt(w)[:, None]
+    return mu, z.T @ z / (n - 1.0)
+
+
+def frechet_from_gram(
+    gxx: np.ndarray,
+    gyy: np.ndarray,
+    gxy: np.ndarray,
+    wx: np.ndarray | None = None,
+    wy: np.ndarray | None = None,
+) -> float:
+    """The Fréchet distance of two sets of rows from their dot products only.
+
+    With ``G = X Y^T`` (and ``Gxx``, ``Gyy``), row weights w (n = sum w, p = w / n) and
+    ``C = G - (G p_y) 1^T - 1 (p_x^T G) + p_x^T G p_y`` (the doubly centred cross Gram,
+    ``(X - mu_x)(Y - mu_y)^T``):
+
+    - ``|mu_x - mu_y|^2 = p_x^T Gxx p_x + p_y^T Gyy p_y - 2 p_x^T G p_y``
+    - ``Tr S_x = (sum_i w_i Gxx_ii - n_x p_x^T Gxx p_x) / (n_x - 1)``
+    - ``Tr (S_x S_y)^{1/2} = || W_x^{1/2} C W_y^{1/2} ||_* / sqrt((n_x - 1)(n_y - 1))``,
+
+    the last because the non-zero eigenvalues of ``S_x S_y`` are the squared singular values
+    of ``A B^T / sqrt((n_x - 1)(n_y - 1))`` with ``S_x = A^T A / (n_x - 1)``. Exact, and costs
+    a singular value decomposition of the (m_x, m_y) matrix instead of d x d square roots.
+    """
+    m, n = gxx.shape[0], gyy.shape[0]
+    wx = np.ones(m) if wx is None else np.asarray(wx, dtype=np.float64)
+    wy = np.ones(n) if wy is None else np.asarray(wy, dtype=np.float64)
+    nx, ny = wx.sum(), wy.sum()
+    if nx < MIN_IMAGES or ny < MIN_IMAGES:
+        raise ValueError(f"FID statistics need at least {MIN_IMAGES} rows on each side")
+    px, py = wx / nx, wy / ny
+    gy_p = gxy @ py  # (m,): X mu_y
+    px_g = px @ gxy  # (n,): Y mu_x
+    cross_mu = float(px @ gy_p)
+    sq_x = float(px @ gxx @ px)
+    sq_y = float(py @ gyy @ py)
+    mean_term = sq_x + sq_y - 2.0 * cross_mu
+    tr_x = (float(wx @ np.diagonal(gxx)) - nx * sq_x) / (nx - 1.0)
+    tr_y = (float(wy @ np.diagonal(gyy)) - ny * sq_y) / (ny - 1.0)
+    c = gxy - gy_p[:, None] - px_g[None, :] + cross_mu
+    c *= np.sqrt(wx)[:, None]
+    c *= np.sqrt(wy)[None, :]
+    nuclear = float(np.linalg.svd(c, compute_uv=False).sum())
+    value = mean_term + tr_x + tr_y - 2.0 * nuclear / np.sqrt((nx - 1.0) * (ny - 1.0))
+    return max(value, 0.0)

@@ -1,0 +1,171 @@
+"""The per-group table: group values against direct computations on the group's rows, the
+fast Fréchet routes against the reference formula, hand-worked ES-FID and variance, and the
+bootstrap's determinism, stratification and intervals."""
+
+import numpy as np
+import pytest
+
+from benchmark.metrics import (
+    FEATURE_SPACES,
+    TableSettings,
+    fid,
+    frechet_distance,
+    frechet_from_gram,
+    generation_table,
+    kid,
+    prdc,
+    weighted_stats,
+)
+from benchmark.metrics.table import (
+    _resample_counts,
+    _strata_index,
+    bootstrap_interval,
+    equity_scaled,
+    gap_of,
+    variance_of,
+)
+
+INCEPTION = FEATURE_SPACES.get("inception")
+
+
+@pytest.mark.parametrize("nx,ny,d", [(30, 40, 50), (80, 60, 10), (5, 7, 3)])
+def test_frechet_from_gram_matches_fid(nx, ny, d):
+    rng = np.random.default_rng(nx)
+    x, y = rng.normal(size=(nx, d)), rng.normal(size=(ny, d)) * 1.2 + 0.3
+    # (the eigh route of fid() clips round-off eigenvalues of rank-deficient covariances:
+    # agreement to ~1e-7 relative there)
+    assert frechet_from_gram(x @ x.T, y @ y.T, x @ y.T) == pytest.approx(fid(x, y), rel=1e-7)
+
+
+def test_weighted_routes_equal_duplicated_rows():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(12, 20)), rng.normal(size=(15, 20)) + 0.5
+    wx, wy = rng.integers(0, 4, 12), rng.integers(0, 4, 15)
+    expected = fid(np.repeat(x, wx, 0), np.repeat(y, wy, 0))
+    assert frechet_from_gram(x @ x.T, y @ y.T, x @ y.T, wx, wy) == pytest.approx(expected,
+                                                                                  rel=1e-8)
+    mu, s = weighted_stats(x, wx)
+    np.testing.assert_allclose(mu, np.repeat(x, wx, 0).mean(0))
+    np.testing.assert_allclose(s, np.cov(np.repeat(x, wx, 0), rowvar=False), atol=1e-12)
+    assert frechet_distance(*weighted_stats(x, wx), *weighted_stats(y, wy)) == pytest.approx(
+        expected, rel=1e-8)
+
+
+def test_summaries_hand_worked():
+    # FID_all = 10, groups 8 and 14: |8 - 10| + |14 - 10| = 6 -> ES = 10 * (1 + 6 / 10) = 16
+    assert equity_scaled(10.0, [8.0, 14.0]) == pytest.approx(16.0)
+    assert variance_of([8.0, 14.0]) == pytest.approx(9.0)  # ((-3)^2 + 3^2) / 2
+    assert gap_of([8.0, 14.0, 9.0]) == 6.0
+    assert equity_scaled(10.0, [10.0, 10.0]) == 10.0  # no disparity: ES = FID
+    assert equity_scaled(0.0, [1.0, 2.0]) is None and equity_scaled(5.0, [1.0]) is None
+    assert variance_of([3.0]) is None
+
+
+def _data(seed=0, n=60, m=50, d=6):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = rng.normal(size=(m, d)) * 1.1 + 0.2
+    sex_x = ["female" if i % 3 else "male" for i in range(n)]
+    sex_y = ["female" if i % 2 else "male" for i in range(m)]
+    age_x = ["old" if i % 5 < 2 else "young" for i in range(n)]
+    age_y = [None if i == 0 else ("old" if i % 4 == 0 else "young") for i in range(m)]
+    inter = ([f"{s} x {a}" for s, a in zip(sex_x, age_x, strict=True)],
+             [None if a is None else f"{s} x {a}" for s, a in zip(sex_y, age_y, strict=True)])
+    groups = {"sex": (sex_x, sex_y), "age": (age_x, age_y), "sex x age": inter}
+    strata = ([str((s, a)) for s, a in zip(sex_x, age_x, strict=True)],
+              [str((s, a)) for s, a in zip(sex_y, age_y, strict=True)])
+    return x, y, groups, strata
+
+
+def test_table_groups_match_direct_computations():
+    x, y, groups, strata = _data()
+    s = TableSettings(bootstrap_resamples=0, kid_subsets=10, prdc_k=3)
+    out = generation_table(x, y, INCEPTION, groupings=groups, strata=strata, settings=s)
+    assert out["fid"]["value"] == pytest.approx(fid(x, y), rel=1e-8)
+    assert out["kid"]["value"] == pytest.approx(kid(x, y, n_subsets=10, seed=0).value,
+                                                rel=1e-10)
+    p = prdc(x, y, k=3)
+    assert out["precision"]["value"] == p.precision and out["coverage"]["value"] == p.coverage
+    assert set(out["fid_by_group"]) == {"sex", "age", "sex x age"}
+    for grouping, (lx, ly) in groups.items():
+        for g, e in out["fid_by_group"][grouping].items():
+            ix = [i for i, v in enumerate(lx) if v == g]
+            iy = [i for i, v in enumerate(ly) if v == g]
+            assert (e["n_real"], e["n_synthetic"]) == (len(ix), len(iy))
+            if min(len(ix), len(iy)) < 2:
+                assert e["value"] is None and e["reason"]
+                continue
+            assert e["value"] == pytest.approx(fid(x[ix], y[iy]), rel=1e-7)
+            if min(len(ix), len(iy)) > 3:
+                dens = out["density_by_group"][grouping][g]["value"]
+                assert dens == pytest.approx(prdc(x[ix], y[iy], k=3).density)
+    assert set(out["fid_by_group"]["sex x age"]) == {
+        "female x old", "female x young", "male x old", "male x young"}
+    # the synthetic row with no age is in no age group and no intersection group
+    assert sum(e["n_synthetic"] for e in out["fid_by_group"]["age"].values()) == 49
+    # summaries derived from the table
+    sex = [e["value"] for e in out["fid_by_group"]["sex"].values()]
+    assert out["fid_variance"]["sex"]["value"] == pytest.approx(np.var(sex))
+    assert out["es_fid"]["sex"]["value"] == pytest.approx(
+        equity_scaled(out["fid"]["value"], sex))
+    assert out["fid_variance"]["sex"]["n_groups"] == 2
+
+
+def test_bootstrap_seeded_stratified_and_brackets_the_point():
+    x, y, groups, strata = _data(1)
+    s = TableSettings(bootstrap_resamples=40, kid_subsets=5, prdc_k=3, seed=7)
+    a = generation_table(x, y, INCEPTION, groupings=groups, strata=strata, settings=s)
+    b = generation_table(x, y, INCEPTION, groupings=groups, strata=strata, settings=s)
+    assert a == b
+    other = generation_table(x, y, INCEPTION, groupings=groups, strata=strata,
+                             settings=TableSettings(bootstrap_resamples=40, kid_subsets=5,
+                                                    prdc_k=3, seed=8))
+    assert other["fid"]["ci_low"] != a["fid"]["ci_low"]
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        e = a[key]
+        assert e["ci_resamples"] == 40
+        assert e["ci_low"] <= e["value"] <= e["ci_high"], key
+    for key in ("precision", "recall", "coverage"):
+        assert 0.0 <= a[key]["ci_low"] and a[key]["ci_high"] <= 1.0
+    v = a["fid_variance"]["sex"]
+    assert 0.0 <= v["ci_low"] <= v["ci_high"]
+    # stratified counts keep every stratum's size
+    idx = _strata_index(strata[0])
+    counts = _resample_counts(idx, len(x), np.random.default_rng(0))
+    for ix in idx:
+        assert counts[ix].sum() == len(ix)
+
+
+def test_interval_is_shifted_percentile():
+    reps = np.array([11.0, 12.0, 13.0, 14.0, 15.0])  # mean 13
+    lo, hi, used = bootstrap_interval(10.0, reps, 0.5)
+    # point + (reps - 13) = 8, 9, 10, 11, 12: 25% and 75% quantiles 9 and 11
+    assert (lo, hi, used) == (9.0, 11.0, 5)
+    assert bootstrap_interval(0.5, np.array([0.0, 1.0, np.nan]), 0.9, (0.0, 1.0))[2] == 2
+    assert bootstrap_interval(1.0, np.array([np.nan]), 0.9) == (None, None, 0)
+
+
+def test_small_groups_get_reasons():
+    x, y, _, _ = _data(2, n=20, m=20)
+    groups = {"g": (["a"] * 19 + ["b"], ["a"] * 20)}
+    out = generation_table(x, y, INCEPTION, groupings=groups,
+                           settings=TableSettings(bootstrap_resamples=5, kid_subsets=3))
+    b = out["fid_by_group"]["g"]["b"]
+    assert b["value"] is None and "no synthetic images" in b["reason"]
+    assert "fewer than 2 real" in b["reason"]
+    assert out["precision_by_group"]["g"]["b"]["reason"].startswith("k-NN radii")
+    assert out["fid_variance"]["g"]["value"] is None
+    assert "1 group(s)" in out["fid_variance"]["g"]["reason"]
+
+
+def test_other_spaces_never_report_fid():
+    from benchmark.metrics import FeatureSpace
+
+    space = FeatureSpace("oracle_test", "test", lambda task, device: None)
+    x, y, groups, strata = _data(3)
+    out = generation_table(x, y, space, groupings=groups, strata=strata,
+                           settings=TableSettings(bootstrap_resamples=0, kid_subsets=2))
+    assert "fid" not in out and "kid" not in out
+    assert {"fd_oracle_test", "kd_oracle_test", "precision_oracle_test",
+            "fd_oracle_test_by_group", "fd_oracle_test_variance",
+            "es_fd_oracle_test"} <= set(out)
