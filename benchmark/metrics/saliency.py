@@ -48,6 +48,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .prdc import prdc
+
 #: Result keys.
 KEY_SDM = "saliency_diversity"
 
@@ -122,17 +124,13 @@ def salient_sharpness(images: np.ndarray, saliency: np.ndarray) -> float:
 
 def coverage(reference: np.ndarray, candidate: np.ndarray, *, k: int = 5) -> float:
     """Coverage of Naeem et al. (2020): the fraction of reference points whose k-NN ball
-    (radius to their k-th nearest other reference point) holds at least one candidate."""
-    reference = np.asarray(reference, np.float64)
-    candidate = np.asarray(candidate, np.float64)
+    (radius to their k-th nearest other reference point) holds at least one candidate.
+    The one definition is :func:`benchmark.metrics.prdc.prdc`; this names the argument order
+    used here (reference = real)."""
     if len(reference) <= k:
         raise ValueError(f"coverage needs more than k={k} reference samples, got "
                          f"{len(reference)}")
-    ref = torch.from_numpy(reference)
-    d_rr = torch.cdist(ref, ref)
-    radii = d_rr.kthvalue(k + 1, dim=1).values  # +1: the point itself is at distance 0
-    d_rc = torch.cdist(ref, torch.from_numpy(candidate))
-    return float((d_rc.min(dim=1).values <= radii).double().mean())
+    return float(prdc(reference, candidate, k=k).coverage)
 
 
 @dataclass(frozen=True)
