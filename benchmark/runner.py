@@ -10,6 +10,8 @@ Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
     checkpoint/      the fitted generator (Generator.save); DONE holds the config hash
     plan.csv         the allocation plan
     synthetic/       synthetic images + metadata.csv; DONE beside it holds the config hash
+    downstream/      one JSON per finished downstream classifier (keyed by its inputs) and
+                     the per-epoch checkpoint of an unfinished one
     result.json      the result record, written last and atomically
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .data import DATASETS, read_image_folder, write_image_folder
+from .downstream.config import DownstreamConfig
 from .evaluation import generation_metrics
 from .generators import GENERATORS, FitContext, allocate
 from .metrics import FeatureCache, FeatureExtractor, InceptionV3FID, default_cache
@@ -124,6 +127,29 @@ def run_config(task: Task, method: str, method_config: dict[str, Any], profile: 
     }
 
 
+def downstream_cache_dir() -> Path:
+    """``$FAIRSYNTH_CACHE/downstream``: results of real-only classifiers, shared between runs
+    (keyed by all their inputs), so every method's run reuses the same reference row."""
+    import os
+
+    return Path(os.environ.get("FAIRSYNTH_CACHE", "~/.cache/fairsynth-bench")).expanduser() \
+        / "downstream"
+
+
+def run_downstream(data: datasets.Dataset, synthetic: datasets.Dataset | None, task: Task,
+                   config: DownstreamConfig, *, seed: int, work_dir: Path, device: str,
+                   extractor: FeatureExtractor, cache: FeatureCache | None, batch_size: int,
+                   progress: bool) -> dict[str, Any]:
+    """The downstream stage on a task's splits (see :mod:`benchmark.downstream`)."""
+    from .downstream.evaluate import downstream_metrics
+
+    return downstream_metrics(
+        train=split(data, "train"), val=split(data, "val"), test=split(data, "test"),
+        synthetic=synthetic, task=task, config=config, seed=seed, work_dir=work_dir,
+        device=device, extractor=extractor, cache=cache, feature_batch_size=batch_size,
+        progress=progress, shared_dir=downstream_cache_dir())
+
+
 class _Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -202,6 +228,12 @@ def run(
     metrics = timer("evaluate", lambda: generation_metrics(
         test, synthetic, task_obj, prof, extractor=extractor, seed=seed, cache=cache,
         progress=progress))
+    all_metrics: dict[str, Any] = {"generation": metrics}
+    if prof.downstream.enabled:
+        all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
+            data, synthetic, task_obj, prof.downstream, seed=seed, work_dir=rdir / "downstream",
+            device=device, extractor=extractor, cache=cache,
+            batch_size=prof.feature_batch_size, progress=progress))
     timer.timings["total"] = round(time.perf_counter() - t_start, 3)
 
     record = make_record(
@@ -223,7 +255,7 @@ def run(
             "plan_cells": len(plan.rows),
             "synthetic": len(synthetic),
         },
-        metrics={"generation": metrics},
+        metrics=all_metrics,
     )
     write_json_atomic(rdir / "result.json", record)
     record["_path"] = str(rdir / "result.json")
@@ -240,8 +272,13 @@ def evaluate_folder(
     root: str | Path | None = None,
     feature_cache: FeatureCache | None = None,
     progress: bool = True,
+    downstream: bool = False,
 ) -> dict[str, Any]:
-    """Score a folder of images (+ metadata.csv) against the task's real test split."""
+    """Score a folder of images (+ metadata.csv) against the task's real test split.
+
+    With ``downstream``, also train the profile's downstream classifiers on real, real +
+    these images, and these images only (CAS), and score them on the real test split.
+    """
     task_obj = TASKS.get(task)
     prof = PROFILES.get(profile)
     synthetic_dir = Path(synthetic_dir)
@@ -257,12 +294,21 @@ def evaluate_folder(
     cache = feature_cache if feature_cache is not None else default_cache()
     config = run_config(task_obj, "external", {"synthetic_dir": str(synthetic_dir)}, prof, seed,
                         root, extractor)
+    config["downstream_stage"] = downstream
+    out_path = Path(out) if out is not None else synthetic_dir.parent / "evaluation"
     timer = _Timer()
     data = timer("load_data", lambda: load_task_data(task_obj, prof, root=root))
     test = split(data, "test")
     metrics = timer("evaluate", lambda: generation_metrics(
         test, synthetic, task_obj, prof, extractor=extractor, seed=seed, cache=cache,
         progress=progress))
+    all_metrics: dict[str, Any] = {"generation": metrics}
+    if downstream:
+        device = pick_device()
+        all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
+            data, synthetic, task_obj, prof.downstream, seed=seed,
+            work_dir=out_path / "downstream", device=device, extractor=extractor, cache=cache,
+            batch_size=prof.feature_batch_size, progress=progress))
     record = make_record(
         task=task,
         method="external",
@@ -275,9 +321,8 @@ def evaluate_folder(
         device=device_info("cpu"),
         timings_s=timer.timings,
         counts={"data": len(data), "test": len(test), "synthetic": len(synthetic)},
-        metrics={"generation": metrics},
+        metrics=all_metrics,
     )
-    out_path = Path(out) if out is not None else synthetic_dir.parent / "evaluation"
     write_json_atomic(out_path / "result.json", record)
     record["_path"] = str(out_path / "result.json")
     return record
