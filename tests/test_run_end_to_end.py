@@ -65,3 +65,40 @@ def test_real_only_reports_fid_as_not_applicable(out):
     fid = rec["metrics"]["generation"]["fid"]
     assert fid["value"] is None and "no synthetic images" in fid["reason"]
     assert rec["counts"]["synthetic"] == 0
+
+
+def test_run_records_downstream_classifiers_and_fairness(oversample_record):
+    ds = oversample_record["metrics"]["downstream"]
+    assert set(ds["classifiers"]) == {"real/tiny-resnet", "real+synthetic/tiny-resnet",
+                                      "synthetic/tiny-resnet"}
+    c = oversample_record["counts"]
+    assert ds["counts"]["train_real"] == c["train"] and ds["counts"]["test"] == c["test"]
+    assert ds["counts"]["synthetic_used"] == c["synthetic"]
+    real = ds["classifiers"]["real/tiny-resnet"]
+    assert set(real["fairness"]) == {"sex", "age_group"}
+    assert sum(g["n"] for g in real["fairness"]["sex"]["by_group"].values()) == c["test"]
+    assert ds["cas"]["tiny-resnet"] == ds["classifiers"]["synthetic/tiny-resnet"]["test"][
+        "accuracy"]
+
+
+def test_evaluate_downstream_reuses_the_real_reference_row(out, oversample_record, tmp_path):
+    rdir = out / "phantom-cxr-finding" / "oversample" / "smoke-seed0"
+    rec = evaluate_folder(task="phantom-cxr-finding", synthetic_dir=rdir / "synthetic",
+                          profile="smoke", seed=0, out=tmp_path, progress=False,
+                          downstream=True)
+    ds, ref = rec["metrics"]["downstream"], oversample_record["metrics"]["downstream"]
+    # same real split, seed and config: the real row comes from the shared cache unchanged,
+    # and the same synthetic images give the same real+synthetic classifier
+    assert ds["classifiers"] == ref["classifiers"]
+    assert (tmp_path / "downstream").is_dir()
+
+
+def test_real_only_is_the_reference_row_without_synthetic_classifiers(out, oversample_record):
+    rec = run(method="real-only", task="phantom-cxr-finding", profile="smoke", seed=0, out=out,
+              progress=False)
+    ds = rec["metrics"]["downstream"]
+    assert set(ds["classifiers"]) == {"real/tiny-resnet"}
+    assert ds["classifiers"]["real/tiny-resnet"] == (
+        oversample_record["metrics"]["downstream"]["classifiers"]["real/tiny-resnet"])
+    assert ds["cas"] == {"tiny-resnet": None}
+    assert set(ds["skipped"]) == {"real+synthetic/tiny-resnet", "synthetic/tiny-resnet"}

@@ -227,6 +227,8 @@ def downstream_metrics(
             result["test"], result["fairness"] = _score(proba, test, test_arr, task, config)
             result["time_s"] = round(time.perf_counter() - t0, 3)
             write_json_atomic(path, {"key": key, "result": result})
+            # the result is stored: the training checkpoint (large at paper scale) is done with
+            (work_dir / stem / "checkpoint.pt").unlink(missing_ok=True)
             if shared is not None:
                 write_json_atomic(shared, {"key": key, "result": result})
             out["classifiers"][name] = result
