@@ -108,11 +108,12 @@ def test_feature_heads_separable_and_missing_class(head):
     y = np.repeat([0, 2], 30)  # class 1 absent from training
     x = rng.normal(size=(60, 4)) + 5 * y[:, None]
     xt = rng.normal(size=(20, 4)) + 5 * np.repeat([0, 2], 10)[:, None]
-    p = fit_predict_head(head, train_x=x, train_y=y, test_x=xt, n_classes=3, seed=0)
+    p = fit_predict_head(head, train_x=x, train_y=y, test_x=xt, n_classes=3, seed=0, threads=1)
     assert p.shape == (20, 3) and np.all(p[:, 1] == 0)
     assert np.array_equal(p.argmax(1), np.repeat([0, 2], 10))
     np.testing.assert_array_equal(
-        p, fit_predict_head(head, train_x=x, train_y=y, test_x=xt, n_classes=3, seed=0))
+        p, fit_predict_head(head, train_x=x, train_y=y, test_x=xt, n_classes=3, seed=0,
+                            threads=1))
 
 
 def test_pretrained_weights_absent_is_one_clear_error(tmp_path, monkeypatch):
@@ -175,3 +176,33 @@ def test_downstream_stage_rejects_findings_outside_the_task(tmp_path):
     with pytest.raises(ValueError, match="real train: finding.*not classes of task"):
         dn_eval.downstream_metrics(train=ds, val=ds, test=ds, synthetic=None, task=task,
                                    config=TINY, work_dir=tmp_path, progress=False)
+
+
+class _MeanStdFeatures:
+    """A stand-in frozen feature extractor: per-image mean and std (fast, no weights)."""
+
+    name = "mean-std"
+
+    def __init__(self):
+        self.calls = 0
+
+    def extract(self, arrays, *, cache=None, batch_size=32, progress=True):
+        self.calls += 1
+        return np.array([[a.mean(), a.std()] for a in arrays], dtype=np.float64)
+
+
+def test_feature_heads_in_the_stage_use_the_extractor_once_per_split(tmp_path):
+    task = TASKS.get("phantom-cxr-finding")
+    train, val, test = _split_ds(60, 0, "train"), _split_ds(30, 1, "val"), _split_ds(30, 2, "test")
+    cfg = dataclasses.replace(TINY, backbones=(), feature_heads=("knn",), knn_k=3)
+    ext = _MeanStdFeatures()
+    out = dn_eval.downstream_metrics(train=train, val=val, test=test, synthetic=_split_ds(
+        30, 3, "train"), task=task, config=cfg, work_dir=tmp_path, extractor=ext,
+        progress=False)
+    assert set(out["classifiers"]) == {"real/knn", "real+synthetic/knn", "synthetic/knn"}
+    assert ext.calls == 3  # real train, synthetic, test: each once
+    knn = out["classifiers"]["real/knn"]
+    assert knn["kind"] == "knn" and knn["features"] == "mean-std"
+    # brightness encodes the class, so k-NN on the mean is nearly perfect
+    assert knn["test"]["accuracy"] >= 0.9
+    assert set(out["cas"]) == {"knn"}

@@ -209,7 +209,8 @@ def downstream_metrics(
                 train_x = np.concatenate([feats[p] for p in parts])
                 proba = fit_predict_head(model, train_x=train_x, train_y=arr.labels,
                                          test_x=feats["test"], n_classes=len(task.classes),
-                                         seed=seed, knn_k=config.knn_k)
+                                         seed=seed, knn_k=config.knn_k,
+                                         threads=config.cpu_threads)
                 result["kind"] = model
                 result["features"] = getattr(extractor, "name", str(extractor))
             else:
