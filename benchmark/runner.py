@@ -34,7 +34,13 @@ from .data import DATASETS, read_image_folder, write_image_folder
 from .downstream.config import DownstreamConfig
 from .evaluation import generation_metrics
 from .generators import GENERATORS, FitContext, allocate
-from .metrics import FeatureCache, FeatureExtractor, InceptionV3FID, default_cache
+from .metrics import (
+    FeatureCache,
+    FeatureExtractor,
+    InceptionV3FID,
+    default_cache,
+    default_cache_dir,
+)
 from .profiles import PROFILES, Profile
 from .results import (
     config_hash,
@@ -130,10 +136,7 @@ def run_config(task: Task, method: str, method_config: dict[str, Any], profile: 
 def downstream_cache_dir() -> Path:
     """``$FAIRSYNTH_CACHE/downstream``: results of real-only classifiers, shared between runs
     (keyed by all their inputs), so every method's run reuses the same reference row."""
-    import os
-
-    return Path(os.environ.get("FAIRSYNTH_CACHE", "~/.cache/fairsynth-bench")).expanduser() \
-        / "downstream"
+    return default_cache_dir().parent / "downstream"
 
 
 def run_downstream(data: datasets.Dataset, synthetic: datasets.Dataset | None, task: Task,
