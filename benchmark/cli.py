@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--synthetic", required=True, help="folder with metadata.csv and images")
     p.add_argument("--out", default=None,
                    help="folder for result.json (default: <synthetic>/../evaluation)")
+    p.add_argument("--downstream", action="store_true",
+                   help="also train the profile's downstream classifiers (real, real + these "
+                        "images, these images only) and score accuracy, AUC, CAS and fairness "
+                        "on the real test split")
     _add_common(p)
 
     for name, what in (("tasks", "tasks"), ("methods", "generators (methods and baselines)"),
@@ -261,10 +265,43 @@ def summary(record: dict[str, Any]) -> str:
         + (f" (plan {c['plan_total']} in {c['plan_cells']} cells)" if "plan_total" in c else ""),
     ]
     lines += _generation_lines(gen)
+    if "downstream" in record["metrics"]:
+        lines.extend(downstream_summary(record["metrics"]["downstream"]))
     lines.append(f"  time      {record['timings_s'].get('total', 0):.0f} s")
     if "_path" in record:
         lines.append(f"  record    {record['_path']}")
     return "\n".join(lines)
+
+
+def _fmt3(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def downstream_summary(ds: dict[str, Any]) -> list[str]:
+    """Lines of the CLI summary for ``metrics.downstream``: per classifier, test accuracy and
+    AUC, then per sensitive attribute the worst group and DP, EO, ES-ACC (ESSP), NAR."""
+    c = ds["counts"]
+    lines = [f"  downstream classifiers on the real test split ({c['test']} images; train "
+             f"{c['train_real']} real + {c['synthetic_used']} synthetic, "
+             f"{c['image_size']} px)"]
+    for name, r in ds["classifiers"].items():
+        t = r["test"]
+        lines.append(f"    {name:<28} acc {_fmt3(t['accuracy'])}  AUC {_fmt3(t['auc'])}"
+                     f"  (trained on {r['n_train']})")
+        for attr, f in r["fairness"].items():
+            s = f["summary"]
+            if s["reason"]:
+                lines.append(f"      {attr}: {s['reason']}")
+                continue
+            lines.append(
+                f"      {attr}: worst {s['worst_group']} {_fmt3(s['worst_group_accuracy'])}, "
+                f"DP {_fmt3(s['dp'])}, EO {_fmt3(s['eo'])}, ES-ACC {_fmt3(s['es_acc'])}, "
+                f"ES-AUC {_fmt3(s['es_auc'])}, NAR {_fmt3(s['nar'])}")
+    for model, acc in ds["cas"].items():
+        lines.append(f"    CAS ({model}, synthetic only -> real test): {_fmt3(acc)}")
+    for name, why in ds["skipped"].items():
+        lines.append(f"    {name}: skipped ({why})")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -312,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             record = evaluate_folder(task=args.task, synthetic_dir=args.synthetic,
                                      profile=args.profile, seed=args.seed, out=args.out,
-                                     root=args.root, progress=not args.quiet)
+                                     root=args.root, progress=not args.quiet,
+                                     downstream=args.downstream)
     except (ValueError, FileNotFoundError, UnknownNameError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

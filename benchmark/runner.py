@@ -10,6 +10,8 @@ Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
     checkpoint/      the fitted generator (Generator.save); DONE holds the config hash
     plan.csv         the allocation plan
     synthetic/       synthetic images + metadata.csv; DONE beside it holds the config hash
+    downstream/      one JSON per finished downstream classifier (keyed by its inputs) and
+                     the per-epoch checkpoint of an unfinished one
     result.json      the result record, written last and atomically
 """
 
@@ -29,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from .data import DATASETS, read_image_folder, write_image_folder
+from .downstream.config import DownstreamConfig
 from .evaluation import generation_metrics
 from .generators import GENERATORS, FitContext, allocate
-from .metrics import FeatureCache, FeatureExtractor, default_cache
+from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cache_dir
 from .metrics.spaces import feature_extractors
 from .profiles import PROFILES, Profile
 from .results import (
@@ -136,6 +139,26 @@ def run_config(task: Task, method: str, method_config: dict[str, Any], profile: 
     }
 
 
+def downstream_cache_dir() -> Path:
+    """``$FAIRSYNTH_CACHE/downstream``: results of real-only classifiers, shared between runs
+    (keyed by all their inputs), so every method's run reuses the same reference row."""
+    return default_cache_dir().parent / "downstream"
+
+
+def run_downstream(data: datasets.Dataset, synthetic: datasets.Dataset | None, task: Task,
+                   config: DownstreamConfig, *, seed: int, work_dir: Path, device: str,
+                   extractor: FeatureExtractor, cache: FeatureCache | None, batch_size: int,
+                   progress: bool) -> dict[str, Any]:
+    """The downstream stage on a task's splits (see :mod:`benchmark.downstream`)."""
+    from .downstream.evaluate import downstream_metrics
+
+    return downstream_metrics(
+        train=split(data, "train"), val=split(data, "val"), test=split(data, "test"),
+        synthetic=synthetic, task=task, config=config, seed=seed, work_dir=work_dir,
+        device=device, extractor=extractor, cache=cache, feature_batch_size=batch_size,
+        progress=progress, shared_dir=downstream_cache_dir())
+
+
 class _Timer:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -215,6 +238,12 @@ def run(
         test, synthetic, task_obj, prof, extractors=spaces.available,
         unavailable_spaces=spaces.unavailable, seed=seed, cache=cache, device=device,
         progress=progress))
+    all_metrics: dict[str, Any] = {"generation": metrics}
+    if prof.downstream.enabled:
+        all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
+            data, synthetic, task_obj, prof.downstream, seed=seed, work_dir=rdir / "downstream",
+            device=device, extractor=spaces.available.get("inception"), cache=cache,
+            batch_size=prof.feature_batch_size, progress=progress))
     timer.timings["total"] = round(time.perf_counter() - t_start, 3)
 
     record = make_record(
@@ -236,7 +265,7 @@ def run(
             "plan_cells": len(plan.rows),
             "synthetic": len(synthetic),
         },
-        metrics={"generation": metrics},
+        metrics=all_metrics,
     )
     write_json_atomic(rdir / "result.json", record)
     record["_path"] = str(rdir / "result.json")
@@ -253,8 +282,13 @@ def evaluate_folder(
     root: str | Path | None = None,
     feature_cache: FeatureCache | None = None,
     progress: bool = True,
+    downstream: bool = False,
 ) -> dict[str, Any]:
-    """Score a folder of images (+ metadata.csv) against the task's real test split."""
+    """Score a folder of images (+ metadata.csv) against the task's real test split.
+
+    With ``downstream``, also train the profile's downstream classifiers on real, real +
+    these images, and these images only (CAS), and score them on the real test split.
+    """
     task_obj = TASKS.get(task)
     prof = PROFILES.get(profile)
     synthetic_dir = Path(synthetic_dir)
@@ -271,6 +305,8 @@ def evaluate_folder(
     cache = feature_cache if feature_cache is not None else default_cache()
     config = run_config(task_obj, "external", {"synthetic_dir": str(synthetic_dir)}, prof, seed,
                         root, spaces.available)
+    config["downstream_stage"] = downstream
+    out_path = Path(out) if out is not None else synthetic_dir.parent / "evaluation"
     timer = _Timer()
     data = timer("load_data", lambda: load_task_data(task_obj, prof, root=root))
     test = split(data, "test")
@@ -278,6 +314,14 @@ def evaluate_folder(
         test, synthetic, task_obj, prof, extractors=spaces.available,
         unavailable_spaces=spaces.unavailable, seed=seed, cache=cache, device=device,
         progress=progress))
+    all_metrics: dict[str, Any] = {"generation": metrics}
+    if downstream:
+        all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
+            data, synthetic, task_obj, prof.downstream, seed=seed,
+            work_dir=out_path / "downstream", device=device,
+            extractor=spaces.available.get("inception"), cache=cache,
+            batch_size=prof.feature_batch_size, progress=progress))
+    timer.timings["total"] = round(sum(timer.timings.values()), 3)
     record = make_record(
         task=task,
         method="external",
@@ -290,9 +334,8 @@ def evaluate_folder(
         device=device_info(device),
         timings_s=timer.timings,
         counts={"data": len(data), "test": len(test), "synthetic": len(synthetic)},
-        metrics={"generation": metrics},
+        metrics=all_metrics,
     )
-    out_path = Path(out) if out is not None else synthetic_dir.parent / "evaluation"
     write_json_atomic(out_path / "result.json", record)
     record["_path"] = str(out_path / "result.json")
     return record

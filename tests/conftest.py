@@ -44,8 +44,15 @@ def tiny_dataset() -> datasets.Dataset:
     return datasets.Dataset.from_dict(make_rows(24), features=FEATURES)
 
 
+def isolated_cache_dir(tmp_path_factory) -> str:
+    """The tests' cache folder (``$FAIRSYNTH_TEST_CACHE`` or one per test session)."""
+    return os.environ.get("FAIRSYNTH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep every test's caches out of the user's home (phantoms, features)."""
-    cache = os.environ.get("FAIRSYNTH_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache")
-    monkeypatch.setenv("FAIRSYNTH_CACHE", cache)
+    """Keep every test's caches out of the user's home (phantoms, features, downstream).
+
+    Module- and session-scoped fixtures are set up before this one: they must set
+    ``FAIRSYNTH_CACHE`` to :func:`isolated_cache_dir` themselves."""
+    monkeypatch.setenv("FAIRSYNTH_CACHE", isolated_cache_dir(tmp_path_factory))

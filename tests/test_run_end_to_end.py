@@ -7,6 +7,7 @@ import pytest
 
 from benchmark.results import validate_record
 from benchmark.runner import evaluate_folder, run
+from tests.conftest import isolated_cache_dir
 
 pytestmark = pytest.mark.slow
 
@@ -17,9 +18,12 @@ def out(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def oversample_record(out):
-    return run(method="oversample", task="phantom-cxr-finding", profile="smoke", seed=0,
-               out=out, progress=False)
+def oversample_record(out, tmp_path_factory):
+    # a module fixture runs before the autouse cache fixture: isolate its caches here too
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAIRSYNTH_CACHE", isolated_cache_dir(tmp_path_factory))
+        return run(method="oversample", task="phantom-cxr-finding", profile="smoke", seed=0,
+                   out=out, progress=False)
 
 
 def test_oversample_smoke_run_writes_a_complete_record(oversample_record):
@@ -75,3 +79,44 @@ def test_real_only_reports_fid_as_not_applicable(out):
     fid = rec["metrics"]["generation"]["fid"]
     assert fid["value"] is None and "no synthetic images" in fid["reason"]
     assert rec["counts"]["synthetic"] == 0
+
+
+def test_run_records_downstream_classifiers_and_fairness(oversample_record):
+    ds = oversample_record["metrics"]["downstream"]
+    assert set(ds["classifiers"]) == {"real/tiny-resnet", "real+synthetic/tiny-resnet",
+                                      "synthetic/tiny-resnet"}
+    c = oversample_record["counts"]
+    assert ds["counts"]["train_real"] == c["train"] and ds["counts"]["test"] == c["test"]
+    assert ds["counts"]["synthetic_used"] == c["synthetic"]
+    real = ds["classifiers"]["real/tiny-resnet"]
+    assert set(real["fairness"]) == {"sex", "age_group"}
+    assert sum(g["n"] for g in real["fairness"]["sex"]["by_group"].values()) == c["test"]
+    assert ds["cas"]["tiny-resnet"] == ds["classifiers"]["synthetic/tiny-resnet"]["test"][
+        "accuracy"]
+
+
+def test_evaluate_downstream_reuses_the_real_reference_row(out, oversample_record, tmp_path):
+    rdir = out / "phantom-cxr-finding" / "oversample" / "smoke-seed0"
+    rec = evaluate_folder(task="phantom-cxr-finding", synthetic_dir=rdir / "synthetic",
+                          profile="smoke", seed=0, out=tmp_path, progress=False,
+                          downstream=True)
+    ds, ref = rec["metrics"]["downstream"], oversample_record["metrics"]["downstream"]
+    # same real split, seed and config: the real row comes from the shared cache unchanged
+    assert ds["classifiers"]["real/tiny-resnet"] == ref["classifiers"]["real/tiny-resnet"]
+    # the same synthetic images give the same classifiers (trained again, seeded)
+    for name in ("real+synthetic/tiny-resnet", "synthetic/tiny-resnet"):
+        assert {k: v for k, v in ds["classifiers"][name].items() if k != "time_s"} == {
+            k: v for k, v in ref["classifiers"][name].items() if k != "time_s"}
+    assert ds["cas"] == ref["cas"]
+    assert (tmp_path / "downstream").is_dir()
+
+
+def test_real_only_is_the_reference_row_without_synthetic_classifiers(out, oversample_record):
+    rec = run(method="real-only", task="phantom-cxr-finding", profile="smoke", seed=0, out=out,
+              progress=False)
+    ds = rec["metrics"]["downstream"]
+    assert set(ds["classifiers"]) == {"real/tiny-resnet"}
+    assert ds["classifiers"]["real/tiny-resnet"] == (
+        oversample_record["metrics"]["downstream"]["classifiers"]["real/tiny-resnet"])
+    assert ds["cas"] == {"tiny-resnet": None}
+    assert set(ds["skipped"]) == {"real+synthetic/tiny-resnet", "synthetic/tiny-resnet"}

@@ -1,0 +1,208 @@
+"""Downstream classifiers: config validation, determinism, resume, reweighting, heads, stage."""
+
+import dataclasses
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmark.downstream import DownstreamConfig
+from benchmark.downstream import evaluate as dn_eval
+from benchmark.downstream.classifier import (
+    ArrayData,
+    build_backbone,
+    group_weights,
+    train_classifier,
+)
+from benchmark.downstream.heads import fit_predict_head
+from benchmark.metrics.features import WeightsNotFoundError
+from benchmark.registry import UnknownNameError
+from benchmark.schema import FEATURES
+from benchmark.tasks import TASKS
+from tests.conftest import make_rows
+
+TINY = DownstreamConfig(image_size=16, epochs=2, batch_size=16, patience=5, min_group_size=2,
+                        cpu_threads=1)
+
+
+def _learnable(n, seed, size=16, k=3):
+    """Images whose mean brightness encodes the class (a CNN learns it in a few steps)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    base = (40 + 80 * y)[:, None, None, None]
+    images = np.clip(base + rng.normal(0, 20, (n, 1, size, size)), 0, 255).astype(np.uint8)
+    groups = np.array(["a" if i % 3 else "b" for i in range(n)], dtype=object)
+    return ArrayData(images, y, groups)
+
+
+def test_config_validates_names_and_options():
+    with pytest.raises(UnknownNameError, match="valid: efficientnet-b0"):
+        DownstreamConfig(backbones=("resnet5",))
+    with pytest.raises(ValueError, match="unknown feature head"):
+        DownstreamConfig(feature_heads=("svm",))
+    with pytest.raises(ValueError, match="no published pretrained"):
+        DownstreamConfig(pretrained=True)  # tiny-resnet is from scratch only
+    with pytest.raises(ValueError, match="unknown downstream option"):
+        DownstreamConfig.from_dict({"epoch": 3})
+    cfg = DownstreamConfig(backbones=("resnet50",), feature_heads=("knn",))
+    assert DownstreamConfig.from_dict(cfg.as_dict()) == cfg
+
+
+def test_training_is_seeded_and_resumes_to_the_same_weights(tmp_path):
+    train, val = _learnable(96, 0), _learnable(48, 1)
+    kw = dict(train=train, val=val, n_classes=3, backbone="tiny-resnet", config=TINY,
+              progress=False)
+    a = train_classifier(seed=0, **kw)
+    b = train_classifier(seed=0, **kw)
+    pa, pb = a.predict_proba(val.images), b.predict_proba(val.images)
+    np.testing.assert_array_equal(pa, pb)
+    assert pa.shape == (48, 3) and np.allclose(pa.sum(1), 1)
+    assert a.epochs_run == 2 and len(a.history) == 2
+
+    class Killed(Exception):
+        pass
+
+    def kill(epoch):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_classifier(seed=0, work_dir=tmp_path, on_epoch_end=kill, **kw)
+    assert (tmp_path / "checkpoint.pt").is_file()
+    resumed = train_classifier(seed=0, work_dir=tmp_path, **kw)
+    assert resumed.history == a.history
+    np.testing.assert_array_equal(resumed.predict_proba(val.images), pa)
+    other = train_classifier(seed=1, **kw).predict_proba(val.images)
+    assert not np.array_equal(other, pa)
+
+
+def test_group_weights_hand_worked():
+    # val: group A 1 of 2 correct (acc 0.5), group B 2 of 2 (acc 1.0)
+    # raw weights 1/(0.5+1e-6) ~ 2, 1/(1+1e-6) ~ 1; train has 1 A and 3 B:
+    # mean raw weight per sample (2*1 + 1*3) / 4 = 1.25 -> A 1.6, B 0.8
+    val = ArrayData(np.zeros((4, 1, 2, 2), np.uint8), np.array([0, 1, 0, 1]),
+                    np.array(["A", "A", "B", "B"], dtype=object))
+    pred = np.array([0, 0, 0, 1])
+    w = group_weights(pred, val, np.array(["A", "B", "B", "B"], dtype=object))
+    assert w["A"] == pytest.approx(1.6, rel=1e-5) and w["B"] == pytest.approx(0.8, rel=1e-5)
+    # a training group missing from val gets the mean raw weight (1.5) before normalising
+    w = group_weights(pred, val, np.array(["A", "B", "C"], dtype=object))
+    assert w["C"] == pytest.approx(1.5 / 1.5, rel=1e-5)
+
+
+def test_reweighting_changes_training_and_stays_deterministic():
+    train, val = _learnable(96, 0), _learnable(48, 1)
+    cfg = dataclasses.replace(TINY, reweight=True, epochs=3)
+    kw = dict(train=train, val=val, n_classes=3, backbone="tiny-resnet", progress=False, seed=0)
+    a = train_classifier(config=cfg, **kw).predict_proba(val.images)
+    b = train_classifier(config=cfg, **kw).predict_proba(val.images)
+    plain = train_classifier(config=dataclasses.replace(cfg, reweight=False), **kw)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, plain.predict_proba(val.images))
+
+
+@pytest.mark.parametrize("head", ["knn", "gbdt"])
+def test_feature_heads_separable_and_missing_class(head):
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 2], 30)  # class 1 absent from training
+    x = rng.normal(size=(60, 4)) + 5 * y[:, None]
+    xt = rng.normal(size=(20, 4)) + 5 * np.repeat([0, 2], 10)[:, None]
+    p = fit_predict_head(head, train_x=x, train_y=y, test_x=xt, n_classes=3, seed=0, threads=1)
+    assert p.shape == (20, 3) and np.all(p[:, 1] == 0)
+    assert np.array_equal(p.argmax(1), np.repeat([0, 2], 10))
+    np.testing.assert_array_equal(
+        p, fit_predict_head(head, train_x=x, train_y=y, test_x=xt, n_classes=3, seed=0,
+                            threads=1))
+
+
+def test_pretrained_weights_absent_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "torchhub"))
+    with pytest.raises(WeightsNotFoundError, match="resnet50.*not in the local cache"):
+        build_backbone("resnet50", n_classes=2, in_chans=1, image_size=32, pretrained=True)
+
+
+def _split_ds(n, seed, split):
+    rows = make_rows(n, seed=seed, size=16)
+    rows["split"] = [split] * n
+    # brightness encodes the class, so the tiny CNN can learn something
+    cls = {"no_finding": 40, "cardiomegaly": 120, "edema": 200}
+    rng = np.random.default_rng(seed)
+    rows["image"] = [Image.fromarray(np.clip(cls[f] + rng.normal(0, 20, (16, 16)), 0, 255)
+                                     .astype(np.uint8)) for f in rows["finding"]]
+    return datasets.Dataset.from_dict(rows, features=FEATURES)
+
+
+def test_downstream_stage_scores_sets_resumes_and_shares_the_real_row(tmp_path, monkeypatch):
+    task = TASKS.get("phantom-cxr-finding")
+    train, val, test = _split_ds(60, 0, "train"), _split_ds(30, 1, "val"), _split_ds(30, 2, "test")
+    syn = _split_ds(30, 3, "train")
+    cfg = dataclasses.replace(TINY, epochs=1, synthetic_ratio=0.25)
+    kw = dict(train=train, val=val, test=test, task=task, config=cfg, seed=0, progress=False,
+              shared_dir=tmp_path / "shared")
+    out = dn_eval.downstream_metrics(synthetic=syn, work_dir=tmp_path / "run1", **kw)
+    assert set(out["classifiers"]) == {"real/tiny-resnet", "real+synthetic/tiny-resnet",
+                                       "synthetic/tiny-resnet"}
+    assert out["counts"]["synthetic_used"] == 15  # 0.25 x 60 real
+    assert out["classifiers"]["real+synthetic/tiny-resnet"]["n_train"] == 75
+    cas = out["classifiers"]["synthetic/tiny-resnet"]["test"]["accuracy"]
+    assert out["cas"] == {"tiny-resnet": cas}
+    real = out["classifiers"]["real/tiny-resnet"]
+    assert set(real["fairness"]) == {"sex", "age_group"}
+    sex = real["fairness"]["sex"]
+    assert sum(g["n"] for g in sex["by_group"].values()) == 30
+    assert real["test"]["n"] == 30 and 0 <= real["test"]["accuracy"] <= 1
+
+    # a re-run reuses every stored result: no training at all
+    def no_training(**_):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(dn_eval, "train_classifier", no_training)
+    again = dn_eval.downstream_metrics(synthetic=syn, work_dir=tmp_path / "run1", **kw)
+    assert again["classifiers"] == out["classifiers"]
+    # another run (e.g. the real-only method) finds the real row in the shared folder
+    ref = dn_eval.downstream_metrics(synthetic=None, work_dir=tmp_path / "run2", **kw)
+    assert ref["classifiers"] == {"real/tiny-resnet": real}
+    assert ref["skipped"] == {"real+synthetic/tiny-resnet": "no synthetic images",
+                              "synthetic/tiny-resnet": "no synthetic images"}
+    assert ref["cas"] == {"tiny-resnet": None}
+
+
+def test_downstream_stage_rejects_findings_outside_the_task(tmp_path):
+    task = TASKS.get("phantom-brain-dementia")
+    ds = _split_ds(6, 0, "train")
+    with pytest.raises(ValueError, match="real train: finding.*not classes of task"):
+        dn_eval.downstream_metrics(train=ds, val=ds, test=ds, synthetic=None, task=task,
+                                   config=TINY, work_dir=tmp_path, progress=False)
+
+
+class _MeanStdFeatures:
+    """A stand-in frozen feature extractor: per-image mean and std (fast, no weights)."""
+
+    name = "mean-std"
+
+    def __init__(self):
+        self.calls = 0
+
+    def extract(self, arrays, *, cache=None, batch_size=32, progress=True):
+        self.calls += 1
+        return np.array([[a.mean(), a.std()] for a in arrays], dtype=np.float64)
+
+
+def test_feature_heads_in_the_stage_use_the_extractor_once_per_split(tmp_path):
+    task = TASKS.get("phantom-cxr-finding")
+    train, val, test = _split_ds(60, 0, "train"), _split_ds(30, 1, "val"), _split_ds(30, 2, "test")
+    cfg = dataclasses.replace(TINY, backbones=(), feature_heads=("knn",), knn_k=3)
+    ext = _MeanStdFeatures()
+    out = dn_eval.downstream_metrics(train=train, val=val, test=test, synthetic=_split_ds(
+        30, 3, "train"), task=task, config=cfg, work_dir=tmp_path, extractor=ext,
+        progress=False)
+    assert set(out["classifiers"]) == {"real/knn", "real+synthetic/knn", "synthetic/knn"}
+    assert ext.calls == 3  # real train, synthetic, test: each once
+    knn = out["classifiers"]["real/knn"]
+    assert knn["kind"] == "knn" and knn["features"] == "mean-std"
+    # brightness encodes the class, so k-NN on the mean is nearly perfect
+    assert knn["test"]["accuracy"] >= 0.9
+    assert set(out["cas"]) == {"knn"}
