@@ -186,3 +186,17 @@ def test_controller_rejects_bad_settings():
         FairBayesianPerturbation(LAYOUT, exploitation=1.5)
     with pytest.raises(ValueError, match="window"):
         FairBayesianPerturbation(LAYOUT, window=1)
+
+
+def test_controller_draws_xi_from_a_given_generator():
+    # xi from the caller's generator: w = max(0.1, 1 + sigma * xi) with sigma = 0.5
+    layout = GroupLayout.from_mapping({"sex": ["female", "male"]})
+    c = FairBayesianPerturbation(layout, window=50, sigma_init=0.5, seed=0)
+    groups = torch.tensor([[0], [1], [MISSING]])
+    w = c.weights(groups, generator=torch.Generator().manual_seed(11))
+    xi = torch.randn((3, 1), generator=torch.Generator().manual_seed(11))[:, 0]
+    expect = torch.clamp(1 + 0.5 * xi, min=0.1)
+    expect[2] = 1.0  # missing attribute: no term
+    assert torch.allclose(w, expect)
+    # the controller's own generator was not used
+    assert c.rng.bit_generator.state == np.random.default_rng(0).bit_generator.state

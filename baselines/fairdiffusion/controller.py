@@ -23,9 +23,10 @@ short drift path, so we fit on the last ``memory_windows`` windows (default 5: 1
 observations at W = 30, which also bounds the GP's cubic cost); ``memory_windows=1`` gives
 the re-implementation's behaviour.
 
-All randomness (xi, drift, the GP fit and the acquisition search) comes from one seeded
-NumPy generator whose state is part of :meth:`FairBayesianPerturbation.state_dict`, so a run
-resumed from a checkpoint continues exactly as an uninterrupted one. The sigma trajectory
+All randomness (drift, the GP fit and the acquisition search, and xi unless the caller
+passes a generator) comes from one seeded NumPy generator whose state is part of
+:meth:`FairBayesianPerturbation.state_dict`, so a run resumed from a checkpoint continues
+exactly as an uninterrupted one. The sigma trajectory
 (every step's sigma, gap and whether sigma was re-optimised) is kept in the state too.
 """
 
@@ -95,11 +96,18 @@ class FairBayesianPerturbation:
     # ---------------------------------------------------------------------------------------
     # one training step
 
-    def weights(self, groups: torch.Tensor) -> torch.Tensor:
-        """This step's loss weights for a batch, (B,) float32 on ``groups``' device."""
+    def weights(self, groups: torch.Tensor, generator: torch.Generator | None = None
+                ) -> torch.Tensor:
+        """This step's loss weights for a batch, (B,) float32 on ``groups``' device.
+
+        xi is drawn from ``generator`` when given (the trainer's per-step, per-process
+        generator: independent draws on every process), else from the controller's own."""
         self.layout.check_groups(groups)
-        xi = torch.from_numpy(self.rng.standard_normal(tuple(groups.shape))).to(
-            device=groups.device, dtype=torch.float32)
+        if generator is not None:
+            xi = torch.randn(tuple(groups.shape), generator=generator)
+        else:
+            xi = torch.from_numpy(self.rng.standard_normal(tuple(groups.shape)))
+        xi = xi.to(device=groups.device, dtype=torch.float32)
         self._pending = self.sigma.copy()
         sigma = torch.from_numpy(self.sigma).to(torch.float32)
         return perturbation_weights(sigma, groups, xi, self.layout, min_weight=self.min_weight)
