@@ -123,3 +123,15 @@ def test_fairdiffusion_sigma_trajectory_is_logged_and_survives_a_kill(tmp_path):
     for p, q in zip(full.unet.parameters(), resumed.unet.parameters(), strict=True):
         assert torch.equal(p, q)
     assert _log(tmp_path / "b" / "loss_log.csv") == _log(tmp_path / "a" / "loss_log.csv")
+
+
+def test_fairdiffusion_window_follows_the_profile():
+    gen = FairDiffusion()
+    assert gen.window() == 30  # the authors' time window
+    gen.resolved = {"backbone": "smoke"}
+    assert gen.window() == 5
+    gen.resolved = {"backbone": "paper"}
+    assert gen.window() == 30
+    assert FairDiffusion({"window": 7}).window() == 7
+    with pytest.raises(ValueError, match="window"):
+        FairDiffusion({"window": 1})
