@@ -332,7 +332,8 @@ class DiffusionTrainer:
         if not path.is_file():
             return []
         with path.open() as f:
-            rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+            rows = [{k: (int(v) if k == "step" else float(v)) for k, v in r.items() if v != ""}
+                    for r in csv.DictReader(f)]
         return [r for r in rows if r["step"] < before]
 
     # -- one micro-batch --------------------------------------------------------------------
