@@ -301,3 +301,16 @@ def test_generators_fit_sample_save_load(name, train_ds, tmp_path):
         np.asarray(i).tolist() for i in out2["image"]]
     with pytest.raises(ValueError, match="unknown option"):
         cls({"stepz": 3})
+
+
+def test_gpu_step_benchmark_script_runs_at_tiny_size():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_step.py"
+    spec = importlib.util.spec_from_file_location("diffusion_step", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--size", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2"])
+    assert set(out["results"]) == {"plain", "trainer", "trainer-no-ema"}
+    assert all(r["steps"] == 2 and r["s_per_step"] > 0 for r in out["results"].values())
