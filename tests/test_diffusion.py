@@ -203,18 +203,21 @@ def test_training_loss_is_the_ddpm_mse_and_weights_apply():
 
     trainer = DiffusionTrainer(b, data, CFG, "/nonexistent", progress=False)
     batch = trainer._batch(np.arange(8), 0, 0, 0, "cpu", b.unet)
-    with torch.no_grad():
-        eps = b.unet(batch.noisy_latents, batch.timesteps, batch.cond).sample
-        per = ((eps - batch.noise) ** 2).mean(dim=(1, 2, 3))
-        plain = TrainingHooks().training_loss(batch)
-        weighted = Weighted().training_loss(batch)
-    assert torch.allclose(plain.loss, per.mean())
-    assert torch.allclose(weighted.loss, (per * (batch.class_ids == 0) * 2).mean())
-    # x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps, by hand
     abar = b.noise_scheduler.alphas_cumprod[batch.timesteps].view(-1, 1, 1, 1)
+    # x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps and v = sqrt(abar) eps - sqrt(1 - abar) x_0
     assert torch.allclose(batch.noisy_latents,
                           abar.sqrt() * batch.latents + (1 - abar).sqrt() * batch.noise,
                           atol=1e-6)
+    assert b.noise_scheduler.config.prediction_type == "v_prediction"
+    v = abar.sqrt() * batch.noise - (1 - abar).sqrt() * batch.latents
+    assert torch.allclose(batch.target, v, atol=1e-6)
+    with torch.no_grad():
+        out = b.unet(batch.noisy_latents, batch.timesteps, batch.cond).sample
+        per = ((out - v) ** 2).mean(dim=(1, 2, 3))
+        plain = TrainingHooks().training_loss(batch)
+        weighted = Weighted().training_loss(batch)
+    assert torch.allclose(plain.loss, per.mean(), atol=1e-6)
+    assert torch.allclose(weighted.loss, (per * (batch.class_ids == 0) * 2).mean(), atol=1e-6)
     # condition dropout replaces the prompt states by the empty prompt's
     assert torch.equal(batch.cond[~batch.dropped], data.class_embeddings[batch.class_ids[
         ~batch.dropped]])

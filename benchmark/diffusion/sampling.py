@@ -39,11 +39,15 @@ def sampling_scheduler(backbone: Backbone, sampler: str):
     # "trailing" spacing starts at the last training timestep (Lin et al., 2024): better with
     # the few steps of the small profiles
     cfg["timestep_spacing"] = "trailing"
+    # in pixel space the data range is known: clip every x0 estimate to [-1, 1]
+    clip = backbone.spec.codec == "pixel"
     if sampler == "ddim":
-        return DDIMScheduler.from_config(cfg, clip_sample=False, set_alpha_to_one=False)
+        return DDIMScheduler.from_config(cfg, clip_sample=clip, clip_sample_range=1.0,
+                                         set_alpha_to_one=False)
     if sampler == "dpm-solver":
-        return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++",
-                                                       solver_order=2)
+        return DPMSolverMultistepScheduler.from_config(
+            cfg, algorithm_type="dpmsolver++", solver_order=2, thresholding=clip,
+            dynamic_thresholding_ratio=1.0, sample_max_value=1.0)
     raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
 
 
