@@ -156,6 +156,7 @@ CFG = TrainConfig(steps=6, batch_size=8, grad_accum=2, lr=1e-3, checkpoint_every
                   ema_decay=0.9, log_every=1, seed=7)
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
     b, data = _data()
     hooks = CountingHooks()

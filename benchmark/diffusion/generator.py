@@ -16,6 +16,12 @@ resolved options are saved with the fitted model (``fit_info.json``).
 (checkpoints there make an interrupted fit resumable) and keeps the EMA UNet. ``sample``
 turns each plan cell into its prompt with :func:`build_prompt` (the same style as training)
 and draws ``count`` images with classifier-free guidance.
+
+Multi-GPU: the trainer is data-parallel under ``accelerate launch`` (each process takes its
+slice of every global batch; the main process writes checkpoints). The harness stages after
+``fit`` (sampling, evaluation, the result record) are not yet split across processes, so a
+multi-GPU run should train with ``accelerate launch`` and sample/evaluate in one process
+(re-running ``benchmark run`` resumes from the saved checkpoint).
 """
 
 from __future__ import annotations
