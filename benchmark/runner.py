@@ -10,6 +10,7 @@ Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
     checkpoint/      the fitted generator (Generator.save); DONE holds the config hash
     plan.csv         the allocation plan
     synthetic/       synthetic images + metadata.csv; DONE beside it holds the config hash
+    synthetic_grid.png  two synthetic images per subgroup (row) x class (column)
     result.json      the result record, written last and atomically
 """
 
@@ -33,6 +34,7 @@ from .evaluation import generation_metrics
 from .generators import GENERATORS, FitContext, allocate
 from .metrics import FeatureCache, FeatureExtractor, InceptionV3FID, default_cache
 from .profiles import PROFILES, Profile
+from .report.grid import sample_grid
 from .results import (
     config_hash,
     device_info,
@@ -198,6 +200,9 @@ def run(
         validate_dataset(synthetic, source=f"{method} samples")
         timer("write_samples", lambda: write_image_folder(synthetic, syn_dir, progress=progress))
         syn_done.write_text(chash)
+    if len(synthetic):  # a look at the samples: rows = subgroup, columns = class
+        sample_grid(synthetic, task_obj, rdir / "synthetic_grid.png", per_cell=2,
+                    title=f"{method} samples ({task}, profile {profile}, seed {seed})")
 
     metrics = timer("evaluate", lambda: generation_metrics(
         test, synthetic, task_obj, prof, extractor=extractor, seed=seed, cache=cache,

@@ -116,6 +116,9 @@ class BackboneSpec:
         unet: ``UNet2DConditionModel`` keyword arguments (channels and size are filled in).
         text: ``CLIPTextConfig`` keyword arguments (vocabulary and length are filled in).
         beta_schedule: ``DDPMScheduler`` beta schedule of from-scratch models.
+        prediction_type: the UNet's target for from-scratch models: ``"v_prediction"``
+            (Salimans & Ho, 2022; stable at the cosine schedule's high noise levels, where an
+            epsilon model's x0 estimate explodes with few sampling steps) or ``"epsilon"``.
         pretrained: whether the weights come from ``pretrained`` (paper) or random init.
     """
 
@@ -127,6 +130,7 @@ class BackboneSpec:
     unet: dict[str, Any] = field(default_factory=dict)
     text: dict[str, Any] = field(default_factory=dict)
     beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"
     pretrained: bool = False
 
 
@@ -167,7 +171,8 @@ SPECS: dict[str, BackboneSpec] = {
         text=_text(256, 4, 4),
     ),
     "paper": BackboneSpec(profile="paper", resolution=512, codec="vae", max_tokens=77,
-                          beta_schedule="scaled_linear", pretrained=True),
+                          beta_schedule="scaled_linear", prediction_type="epsilon",
+                          pretrained=True),
 }
 
 
@@ -302,7 +307,7 @@ def build_backbone(profile: str, *, image_channels: int, pretrained: str | None 
         torch.random.set_rng_state(gen_state)
     tokenizer = build_clip_tokenizer(spec.max_tokens)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule=spec.beta_schedule,
-                          prediction_type="epsilon", clip_sample=False)
+                          prediction_type=spec.prediction_type, clip_sample=False)
     text_encoder.requires_grad_(False).eval()
     return Backbone(spec, unet, text_encoder, tokenizer, codec, sched)
 
@@ -324,7 +329,8 @@ def _load_stable_diffusion(spec: BackboneSpec, pretrained: str | None) -> Backbo
     unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True)
     sched = DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
     log.info("loaded Stable Diffusion weights from %s", root)
-    spec = BackboneSpec(**{**asdict(spec), "max_tokens": int(tok.model_max_length)})
+    spec = BackboneSpec(**{**asdict(spec), "max_tokens": int(tok.model_max_length),
+                           "prediction_type": sched.config.prediction_type})
     return Backbone(spec, unet, text_encoder, tok, VaeCodec(vae), sched)
 
 

@@ -16,6 +16,12 @@ resolved options are saved with the fitted model (``fit_info.json``).
 (checkpoints there make an interrupted fit resumable) and keeps the EMA UNet. ``sample``
 turns each plan cell into its prompt with :func:`build_prompt` (the same style as training)
 and draws ``count`` images with classifier-free guidance.
+
+Multi-GPU: the trainer is data-parallel under ``accelerate launch`` (each process takes its
+slice of every global batch; the main process writes checkpoints). The harness stages after
+``fit`` (sampling, evaluation, the result record) are not yet split across processes, so a
+multi-GPU run should train with ``accelerate launch`` and sample/evaluate in one process
+(re-running ``benchmark run`` resumes from the saved checkpoint).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 from ..generators import FitContext, Generator, Plan
 from ..schema import COLUMNS, FEATURES
 from ..tasks import Task
-from .backbone import Backbone, build_backbone
+from .backbone import SD_V1_4, Backbone, build_backbone
 from .data import build_train_data, tensor_to_image
 from .prompts import PROMPT_STYLES, build_prompt
 from .sampling import SAMPLERS, sample_images
@@ -56,7 +62,8 @@ PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
                 lr_schedule="cosine", ema_decay=0.9999, mixed_precision="bf16",
                 gradient_checkpointing=False, checkpoint_every=1000, sampler="dpm-solver",
                 sample_steps=25, guidance_scale=2.0, sample_batch_size=256),
-    "paper": dict(steps=15000, batch_size=8, grad_accum=4, lr=1e-5, warmup_steps=0,
+    "paper": dict(pretrained=SD_V1_4, steps=15000, batch_size=8, grad_accum=4, lr=1e-5,
+                  warmup_steps=0,
                   lr_schedule="cosine", ema_decay=0.9999, mixed_precision="fp16",
                   gradient_checkpointing=True, checkpoint_every=1000, sampler="dpm-solver",
                   sample_steps=50, guidance_scale=7.5, sample_batch_size=16),
@@ -74,7 +81,9 @@ class DiffusionGenerator(Generator, TrainingHooks):
     description = ""
     default_config: Mapping[str, Any] = {
         "backbone": None,  # profile of the backbone; None = the run's profile
-        "pretrained": None,  # Stable Diffusion dir or cached hub id (profile paper)
+        # Stable Diffusion folder or a hub id in the local HF cache (profile paper; default
+        # CompVis/stable-diffusion-v1-4 from the cache)
+        "pretrained": None,
         "prompt_style": "fairgen",
         "cond_dropout": 0.1,
         **{k: None for k in _TRAIN_KEYS},

@@ -33,12 +33,21 @@ def sampling_scheduler(backbone: Backbone, sampler: str):
     """A sampling scheduler built from the training scheduler's config."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    cfg = backbone.noise_scheduler.config
+    # explicit values only: diffusers' private "_use_default_values" would otherwise make a
+    # freshly built and a reloaded training scheduler give different sampling schedulers
+    cfg = {k: v for k, v in backbone.noise_scheduler.config.items() if not k.startswith("_")}
+    # "trailing" spacing starts at the last training timestep (Lin et al., 2024): better with
+    # the few steps of the small profiles
+    cfg["timestep_spacing"] = "trailing"
+    # in pixel space the data range is known: clip every x0 estimate to [-1, 1]
+    clip = backbone.spec.codec == "pixel"
     if sampler == "ddim":
-        return DDIMScheduler.from_config(cfg, clip_sample=False, set_alpha_to_one=False)
+        return DDIMScheduler.from_config(cfg, clip_sample=clip, clip_sample_range=1.0,
+                                         set_alpha_to_one=False)
     if sampler == "dpm-solver":
-        return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++",
-                                                       solver_order=2)
+        return DPMSolverMultistepScheduler.from_config(
+            cfg, algorithm_type="dpmsolver++", solver_order=2, thresholding=clip,
+            dynamic_thresholding_ratio=1.0, sample_max_value=1.0)
     raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
 
 

@@ -25,7 +25,9 @@ overrides any of:
     CBRS returns 1/n_class(i), SQRS 1/sqrt(n_class(i)).
 ``training_loss(batch: StepBatch) -> LossOutput``
     The loss of one micro-batch. The default is the DDPM loss
-    ``mean_i w_i * mean((eps_theta(x_t, t, c) - target)^2)`` with ``w = sample_weights(...)``.
+    ``mean_i w_i * mean((f_theta(x_t, t, c) - target)^2)`` with ``w = sample_weights(...)``;
+    the target is eps or v = sqrt(abar) eps - sqrt(1 - abar) x_0 as the scheduler's
+    ``prediction_type`` says (the small profiles predict v, Stable Diffusion v1 eps).
     ``batch`` gives the noisy latents, timesteps, noise, target, conditioning (after dropout),
     class/group/finding ids, ``batch.predict(x_t, t, cond)`` (a UNet call, also for a second
     call under another condition), ``batch.embed(class_ids)`` (conditioning of other
@@ -134,7 +136,7 @@ class StepBatch:
     noise: torch.Tensor  # eps
     timesteps: torch.Tensor  # (B,) long
     noisy_latents: torch.Tensor  # x_t
-    target: torch.Tensor  # eps (epsilon prediction) or v (v prediction)
+    target: torch.Tensor  # the UNet's target: eps or v (scheduler.config.prediction_type)
     cond: torch.Tensor  # (B, L, D) text states after condition dropout
     dropped: torch.Tensor  # (B,) bool: the condition was replaced by the empty prompt
     class_ids: torch.Tensor  # (B,) long index into data.prompts (before dropout)
@@ -280,9 +282,12 @@ class DiffusionTrainer:
         return self.work_dir / "checkpoints"
 
     def _identity(self) -> str:
+        sched = {k: v for k, v in self.backbone.noise_scheduler.config.items()
+                 if not k.startswith("_")}
         ident = {"train": self.cfg.as_dict(), "data": self.data.fingerprint(),
+                 "scheduler": sched, "unet": type(self.backbone.unet).__name__,
                  "hooks": type(self.hooks).__module__ + "." + type(self.hooks).__qualname__}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints, oldest first (a half-written one has a temporary name)."""
@@ -332,7 +337,8 @@ class DiffusionTrainer:
         if not path.is_file():
             return []
         with path.open() as f:
-            rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+            rows = [{k: (int(v) if k == "step" else float(v)) for k, v in r.items() if v != ""}
+                    for r in csv.DictReader(f)]
         return [r for r in rows if r["step"] < before]
 
     # -- one micro-batch --------------------------------------------------------------------
