@@ -112,6 +112,14 @@ class FairDiffusion(DiffusionGenerator):
         if acc is not None and acc.num_processes > 1:
             losses, groups = acc.gather(losses), acc.gather(groups)
         logs = self.controller.observe(losses.cpu(), groups.cpu())
+        if acc is not None and acc.num_processes > 1:
+            # every process saw the same observations and draws; process 0's sigma is
+            # broadcast so that floating-point differences in the GP fit cannot split them
+            from accelerate.utils import broadcast
+
+            sigma = torch.as_tensor(self.controller.sigma, dtype=torch.float64,
+                                    device=acc.device)
+            self.controller.sigma = broadcast(sigma, from_process=0).cpu().numpy()
         labels = self.controller.layout.labels
         logs.update({f"sigma[{lab}]": float(s) for lab, s in
                      zip(labels, self.controller.sigma, strict=True)})
