@@ -318,3 +318,16 @@ def test_gpu_step_benchmark_script_runs_at_tiny_size():
     out = mod.main(["--size", "tiny", "--steps", "2", "--warmup", "1", "--batch-size", "2"])
     assert set(out["results"]) == {"plain", "trainer", "trainer-no-ema"}
     assert all(r["steps"] == 2 and r["s_per_step"] > 0 for r in out["results"].values())
+
+
+def test_cli_method_options():
+    from benchmark.cli import build_parser, method_options
+
+    args = build_parser().parse_args(["run", "--method", "sd-finetune", "--set", "steps=3",
+                                      "--set", "prompt_style=task", "--set", "lr=1e-4",
+                                      "--pretrained", "/models/sd"])
+    opts = method_options(args)
+    assert opts == {"steps": 3, "prompt_style": "task", "lr": 1e-4, "pretrained": "/models/sd"}
+    assert SDFinetune(opts).config["steps"] == 3
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        method_options(build_parser().parse_args(["run", "--method", "x", "--set", "steps"]))
