@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "record.")
     p.add_argument("--method", required=True, help="generator name (list: `benchmark methods`)")
     p.add_argument("--out", default="runs", help="output folder (default: runs)")
+    p.add_argument("--pretrained", default=None, metavar="PATH_OR_ID",
+                   help="pretrained weights of a diffusion method (profile paper): a local "
+                        "Stable Diffusion folder, or a hub id already in the local Hugging Face "
+                        "cache; nothing is downloaded")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
+                   help="a method option (repeatable; VALUE is read as JSON when it parses, "
+                        "e.g. --set steps=200 --set prompt_style=task); unknown keys are errors")
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="score a folder of images against a task's real test set",
@@ -304,6 +311,22 @@ def downstream_summary(ds: dict[str, Any]) -> list[str]:
     return lines
 
 
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method config given on the command line (``--set KEY=VALUE``, ``--pretrained``)."""
+    out: dict[str, Any] = {}
+    for item in args.options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    if args.pretrained is not None:
+        out["pretrained"] = args.pretrained
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "datasets" and args.summary is not None:
@@ -345,7 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             record = run(method=args.method, task=args.task, profile=args.profile,
-                         seed=args.seed, out=args.out, root=args.root, progress=not args.quiet)
+                         seed=args.seed, out=args.out, root=args.root, progress=not args.quiet,
+                         method_config=method_options(args) or None)
         else:
             record = evaluate_folder(task=args.task, synthetic_dir=args.synthetic,
                                      profile=args.profile, seed=args.seed, out=args.out,

@@ -12,6 +12,7 @@ Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
     synthetic/       synthetic images + metadata.csv; DONE beside it holds the config hash
     downstream/      one JSON per finished downstream classifier (keyed by its inputs) and
                      the per-epoch checkpoint of an unfinished one
+    synthetic_grid.png  two synthetic images per subgroup (row) x class (column)
     result.json      the result record, written last and atomically
 """
 
@@ -37,6 +38,7 @@ from .generators import GENERATORS, FitContext, allocate
 from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cache_dir
 from .metrics.spaces import feature_extractors
 from .profiles import PROFILES, Profile
+from .report.grid import sample_grid
 from .results import (
     config_hash,
     device_info,
@@ -233,6 +235,9 @@ def run(
         validate_dataset(synthetic, source=f"{method} samples")
         timer("write_samples", lambda: write_image_folder(synthetic, syn_dir, progress=progress))
         syn_done.write_text(chash)
+    if len(synthetic):  # a look at the samples: rows = subgroup, columns = class
+        sample_grid(synthetic, task_obj, rdir / "synthetic_grid.png", per_cell=2,
+                    title=f"{method} samples ({task}, profile {profile}, seed {seed})")
 
     metrics = timer("evaluate", lambda: generation_metrics(
         test, synthetic, task_obj, prof, extractors=spaces.available,

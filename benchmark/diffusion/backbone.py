@@ -1,0 +1,356 @@
+"""Backbones: the diffusers / transformers classes of Stable Diffusion, at every size.
+
+One code path from a tiny random-init model to Stable Diffusion v1-4: a :class:`Backbone` is
+a ``UNet2DConditionModel``, a ``CLIPTextModel`` with the real CLIP BPE tokenizer, a
+*codec* between pixels and the UNet's input space, and a ``DDPMScheduler`` for training
+(sampling uses DDIM or DPM-Solver built from its config). Profiles change only configs and
+weights:
+
+``paper``
+    Stable Diffusion v1-4 from ``pretrained`` (an explicit directory, or a hub id found in the
+    local Hugging Face cache; nothing is downloaded), 512 px, its ``AutoencoderKL`` as codec.
+``gpu`` / ``cpu`` / ``smoke``
+    The same classes with small configs (:data:`SPECS`), random init, trained from scratch.
+    Their codec is :class:`PixelCodec`, an exact space-to-depth rearrangement (no VAE to
+    train): a 64 px grayscale image becomes a 16x16x16 tensor at ``cpu`` (factor 4), so the
+    UNet runs at 16x16 with cross-attention only at 4x4; ``gpu`` works in plain pixel space.
+
+Every config is captured: :meth:`Backbone.save_pretrained` writes each part with its
+library's ``save_pretrained`` (plus ``backbone.json``) and :meth:`Backbone.from_pretrained`
+reads them back from that local directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from .tokenizer import CLIP_VOCAB_SIZE, build_clip_tokenizer, check_tokenizer
+
+log = logging.getLogger(__name__)
+
+SD_V1_4 = "CompVis/stable-diffusion-v1-4"
+
+
+class PixelCodec(ConfigMixin):
+    """Pixels <-> UNet input by an exact space-to-depth rearrangement (``pixel_unshuffle``).
+
+    ``encode`` maps images in [-1, 1] of shape (B, C, H, W) to (B, C f^2, H/f, W/f);
+    ``decode`` inverts it exactly. ``factor`` 1 is plain pixel space. Nothing is learned, so
+    the small profiles need no VAE training; a larger factor trades spatial resolution of the
+    UNet for channels (the UNet is ~f^2 cheaper per step).
+    """
+
+    config_name = "codec_config.json"
+
+    @register_to_config
+    def __init__(self, image_channels: int = 1, factor: int = 1):
+        if factor < 1:
+            raise ValueError(f"PixelCodec factor must be >= 1, got {factor}")
+        self.image_channels, self.factor = image_channels, factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.image_channels * self.factor ** 2
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mean, std) of the latent distribution; std is None (the map is deterministic)."""
+        return F.pixel_unshuffle(images, self.factor), None
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(latents, self.factor)
+
+    def to(self, *args, **kwargs) -> PixelCodec:
+        return self
+
+
+class VaeCodec:
+    """Pixels <-> scaled latents of a frozen :class:`diffusers.AutoencoderKL`."""
+
+    def __init__(self, vae: AutoencoderKL):
+        self.vae = vae.eval().requires_grad_(False)
+        self.scale = float(vae.config.scaling_factor)
+
+    @property
+    def image_channels(self) -> int:
+        return int(self.vae.config.in_channels)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        return dist.mean * self.scale, dist.std * self.scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents.to(self.vae.dtype) / self.scale).sample
+
+    def to(self, *args, **kwargs) -> VaeCodec:
+        self.vae.to(*args, **kwargs)
+        return self
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Sizes of one profile's backbone (all plain data; saved in ``backbone.json``).
+
+    Attributes:
+        profile: the profile name.
+        resolution: pixel side the model works at (images are resized to it).
+        codec: ``"pixel"`` (:class:`PixelCodec`) or ``"vae"`` (pretrained AutoencoderKL).
+        pixel_factor: space-to-depth factor of the pixel codec.
+        max_tokens: text length (CLIP's 77 for Stable Diffusion; 16 at the small profiles).
+        unet: ``UNet2DConditionModel`` keyword arguments (channels and size are filled in).
+        text: ``CLIPTextConfig`` keyword arguments (vocabulary and length are filled in).
+        beta_schedule: ``DDPMScheduler`` beta schedule of from-scratch models.
+        prediction_type: the UNet's target for from-scratch models: ``"v_prediction"``
+            (Salimans & Ho, 2022; stable at the cosine schedule's high noise levels, where an
+            epsilon model's x0 estimate explodes with few sampling steps) or ``"epsilon"``.
+        pretrained: whether the weights come from ``pretrained`` (paper) or random init.
+    """
+
+    profile: str
+    resolution: int
+    codec: str = "pixel"
+    pixel_factor: int = 1
+    max_tokens: int = 16
+    unet: dict[str, Any] = field(default_factory=dict)
+    text: dict[str, Any] = field(default_factory=dict)
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"
+    pretrained: bool = False
+
+
+def _unet(blocks: tuple[int, ...], cross: tuple[bool, ...], *, layers: int, heads: int,
+          groups: int, cross_dim: int) -> dict[str, Any]:
+    return {
+        "block_out_channels": list(blocks),
+        "down_block_types": ["CrossAttnDownBlock2D" if c else "DownBlock2D" for c in cross],
+        "up_block_types": ["CrossAttnUpBlock2D" if c else "UpBlock2D" for c in reversed(cross)],
+        "layers_per_block": layers,
+        "attention_head_dim": heads,
+        "norm_num_groups": groups,
+        "cross_attention_dim": cross_dim,
+    }
+
+
+def _text(hidden: int, layers: int, heads: int) -> dict[str, Any]:
+    return {"hidden_size": hidden, "intermediate_size": 4 * hidden, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "projection_dim": hidden}
+
+
+SPECS: dict[str, BackboneSpec] = {
+    "smoke": BackboneSpec(
+        profile="smoke", resolution=32, pixel_factor=2, max_tokens=16,
+        unet=_unet((16, 32), (False, True), layers=1, heads=8, groups=8, cross_dim=32),
+        text=_text(32, 1, 2),
+    ),
+    "cpu": BackboneSpec(
+        profile="cpu", resolution=64, pixel_factor=4, max_tokens=16,
+        unet=_unet((64, 96, 128), (False, False, True), layers=1, heads=8, groups=16,
+                   cross_dim=64),
+        text=_text(64, 2, 2),
+    ),
+    "gpu": BackboneSpec(
+        profile="gpu", resolution=64, pixel_factor=1, max_tokens=32,
+        unet=_unet((128, 256, 256, 512), (False, True, True, True), layers=2, heads=8,
+                   groups=32, cross_dim=256),
+        text=_text(256, 4, 4),
+    ),
+    "paper": BackboneSpec(profile="paper", resolution=512, codec="vae", max_tokens=77,
+                          beta_schedule="scaled_linear", prediction_type="epsilon",
+                          pretrained=True),
+}
+
+
+def resolve_pretrained(path_or_id: str | None) -> Path:
+    """A local directory of Stable Diffusion weights: ``path_or_id`` itself when it is a
+    directory, else the hub id's snapshot in the local Hugging Face cache. Never downloads."""
+    if not path_or_id:
+        raise FileNotFoundError(
+            "profile 'paper' needs Stable Diffusion weights: pass --pretrained "
+            f"/path/to/stable-diffusion-v1-4 (or a hub id such as {SD_V1_4} that is in the "
+            "local Hugging Face cache)")
+    p = Path(path_or_id).expanduser()
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(path_or_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means: not in the cache
+        raise FileNotFoundError(
+            f"Stable Diffusion weights {path_or_id!r} are not a local directory nor in the local "
+            f"Hugging Face cache; get them with `huggingface-cli download {path_or_id}` "
+            "(on a machine with network access) or pass --pretrained DIR") from None
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No per-file progress bars from transformers while saving / loading the small parts."""
+    from transformers.utils import logging as tlog
+
+    was = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tlog.enable_progress_bar()
+
+
+@dataclass
+class Backbone:
+    """The parts of a text-conditioned latent diffusion model."""
+
+    spec: BackboneSpec
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    tokenizer: Any  # transformers.CLIPTokenizer
+    codec: PixelCodec | VaeCodec
+    noise_scheduler: DDPMScheduler
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.spec.resolution // (self.spec.pixel_factor if self.spec.codec == "pixel"
+                                         else 8)
+        return (self.codec.latent_channels, side, side)
+
+    @property
+    def image_channels(self) -> int:
+        return self.codec.image_channels
+
+    def save_pretrained(self, directory: str | Path, *, unet: UNet2DConditionModel | None = None
+                        ) -> None:
+        """Write every part with its library's ``save_pretrained`` (``unet`` overrides the
+        UNet, e.g. with EMA weights)."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (unet or self.unet).save_pretrained(d / "unet")
+        with _quiet_loading():
+            self.text_encoder.save_pretrained(d / "text_encoder")
+        self.tokenizer.save_pretrained(d / "tokenizer")
+        self.noise_scheduler.save_pretrained(d / "scheduler")
+        if isinstance(self.codec, VaeCodec):
+            self.codec.vae.save_pretrained(d / "vae")
+        else:
+            self.codec.save_config(d / "codec")
+        (d / "backbone.json").write_text(json.dumps(asdict(self.spec), indent=2, sort_keys=True))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Backbone:
+        """Read a backbone written by :meth:`save_pretrained` from a local directory."""
+        d = Path(directory)
+        if not (d / "backbone.json").is_file():
+            raise FileNotFoundError(f"{d}: no backbone.json (not a saved backbone)")
+        spec = BackboneSpec(**json.loads((d / "backbone.json").read_text()))
+        from transformers import CLIPTokenizer
+
+        tok = CLIPTokenizer.from_pretrained(str(d / "tokenizer"), local_files_only=True)
+        check_tokenizer(tok)
+        codec: PixelCodec | VaeCodec
+        if (d / "vae").is_dir():
+            codec = VaeCodec(AutoencoderKL.from_pretrained(d / "vae", local_files_only=True))
+        else:
+            codec = PixelCodec.from_config(PixelCodec.load_config(d / "codec"))
+        with _quiet_loading():
+            text_encoder = CLIPTextModel.from_pretrained(d / "text_encoder",
+                                                         local_files_only=True)
+        return cls(
+            spec=spec,
+            unet=UNet2DConditionModel.from_pretrained(d / "unet", local_files_only=True),
+            text_encoder=text_encoder,
+            tokenizer=tok,
+            codec=codec,
+            noise_scheduler=DDPMScheduler.from_pretrained(d / "scheduler",
+                                                          local_files_only=True),
+        )
+
+
+def build_backbone(profile: str, *, image_channels: int, pretrained: str | None = None,
+                   seed: int = 0) -> Backbone:
+    """The profile's backbone: random init at smoke/cpu/gpu (seeded), Stable Diffusion weights
+    from ``pretrained`` at ``paper``. ``image_channels`` is the task's (1 or 3)."""
+    if profile not in SPECS:
+        raise ValueError(f"no diffusion backbone for profile {profile!r}; "
+                         f"valid: {', '.join(SPECS)}")
+    spec = SPECS[profile]
+    if spec.pretrained:
+        return _load_stable_diffusion(spec, pretrained)
+    if pretrained:
+        raise ValueError(f"profile {profile!r} trains from scratch; 'pretrained' is only for "
+                         "profile 'paper'")
+    codec = PixelCodec(image_channels=image_channels, factor=spec.pixel_factor)
+    side = spec.resolution // spec.pixel_factor
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # the random init is part of the run's seed
+    try:
+        unet = UNet2DConditionModel(sample_size=side, in_channels=codec.latent_channels,
+                                    out_channels=codec.latent_channels, **spec.unet)
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=spec.max_tokens,
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, **spec.text))
+    finally:
+        torch.random.set_rng_state(gen_state)
+    tokenizer = build_clip_tokenizer(spec.max_tokens)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule=spec.beta_schedule,
+                          prediction_type=spec.prediction_type, clip_sample=False)
+    text_encoder.requires_grad_(False).eval()
+    return Backbone(spec, unet, text_encoder, tokenizer, codec, sched)
+
+
+def _load_stable_diffusion(spec: BackboneSpec, pretrained: str | None) -> Backbone:
+    from transformers import CLIPTokenizer
+
+    root = resolve_pretrained(pretrained)
+    missing = [s for s in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+               if not (root / s).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{root}: not a Stable Diffusion folder (missing "
+                                f"{', '.join(missing)}/)")
+    tok = CLIPTokenizer.from_pretrained(str(root / "tokenizer"), local_files_only=True)
+    check_tokenizer(tok)
+    vae = AutoencoderKL.from_pretrained(root / "vae", local_files_only=True)
+    text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", local_files_only=True)
+    text_encoder.requires_grad_(False).eval()
+    unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True)
+    sched = DDPMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
+    log.info("loaded Stable Diffusion weights from %s", root)
+    spec = BackboneSpec(**{**asdict(spec), "max_tokens": int(tok.model_max_length),
+                           "prediction_type": sched.config.prediction_type})
+    return Backbone(spec, unet, text_encoder, tok, VaeCodec(vae), sched)
+
+
+@torch.no_grad()
+def encode_prompts(backbone: Backbone, prompts: list[str], *, batch_size: int = 64
+                   ) -> torch.Tensor:
+    """Frozen text-encoder hidden states (N, max_tokens, D) of ``prompts``.
+
+    A prompt longer than the text encoder's context is an error (no silent truncation)."""
+    tok, enc = backbone.tokenizer, backbone.text_encoder
+    L = backbone.spec.max_tokens
+    for p in prompts:
+        n = len(tok(p).input_ids)
+        if n > L:
+            raise ValueError(f"prompt {p!r} has {n} tokens; the {backbone.spec.profile} text "
+                             f"encoder holds {L}: use a shorter prompt style")
+    device = next(enc.parameters()).device
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        ids = tok(prompts[i:i + batch_size], padding="max_length", max_length=L,
+                  truncation=False, return_tensors="pt").input_ids.to(device)
+        out.append(enc(ids)[0].float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, L, enc.config.hidden_size)

@@ -1,0 +1,74 @@
+"""The prompt builder: one function turns a sample's attributes and class into its prompt.
+
+Every diffusion method trains and samples with :func:`build_prompt`, so a (subgroup, class)
+cell has one prompt. Styles:
+
+``fairgen`` (the default)
+    FairGen's class strings: the sensitive-attribute values, then the class, comma-separated:
+    ``"female, 80+, pleural effusion"``. Short, so it fits the small profiles' 16-token text
+    encoders.
+``task``
+    The task's own :attr:`benchmark.Task.prompt_template` (what :func:`benchmark.allocate`
+    writes into a plan): ``"chest x-ray, female, age 80+, pleural effusion"``.
+``fairdiffusion``
+    FairDiffusion's sentence: ``"chest radiograph of a 80+ female patient with pleural
+    effusion"`` (``"{modality} of a {values} patient with {finding}"``; the modality comes from
+    :data:`MODALITY` by the task's dataset).
+
+Unknown attribute values read ``"unknown"``; underscores become spaces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..tasks import Task
+
+PROMPT_STYLES: tuple[str, ...] = ("fairgen", "task", "fairdiffusion")
+
+# the imaging modality named in sentence-style prompts, by dataset name prefix
+MODALITY: Mapping[str, str] = {
+    "phantom-cxr": "chest radiograph",
+    "chexpert": "chest radiograph",
+    "mimic-cxr": "chest radiograph",
+    "phantom-skin": "dermatology photo",
+    "fitzpatrick17k": "dermatology photo",
+    "phantom-brain": "T1 brain MRI",
+    "oasis": "T1 brain MRI",
+}
+
+
+def _text(value: object) -> str:
+    return "unknown" if value is None else str(value).replace("_", " ")
+
+
+def modality_of(task: Task) -> str:
+    for prefix, name in MODALITY.items():
+        if task.dataset.startswith(prefix):
+            return name
+    return "medical image"
+
+
+def build_prompt(task: Task, attributes: Mapping[str, object], finding: str, *,
+                 style: str = "fairgen") -> str:
+    """The prompt of a sample (or plan cell) with these sensitive-attribute values and class.
+
+    ``attributes`` must hold every sensitive attribute of ``task`` (extra keys are ignored, so
+    a whole sample row can be passed); ``finding`` must be one of the task's classes.
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
+    missing = [a for a in task.sensitive_attributes if a not in attributes]
+    if missing:
+        raise ValueError(f"prompt for task {task.name!r}: missing attribute(s) "
+                         f"{', '.join(missing)}")
+    if finding not in task.classes:
+        raise ValueError(f"prompt for task {task.name!r}: {finding!r} is not a class; "
+                         f"expected one of {', '.join(task.classes)}")
+    group = {a: attributes[a] for a in task.sensitive_attributes}
+    if style == "task":
+        return task.prompt(group, finding)  # type: ignore[arg-type]
+    values = [_text(v) for v in group.values()]
+    if style == "fairgen":
+        return ", ".join([*values, _text(finding)])
+    return f"{modality_of(task)} of a {' '.join(values)} patient with {_text(finding)}"
