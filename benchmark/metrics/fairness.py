@@ -31,7 +31,7 @@ in it; such a group still counts for the accuracy-based summaries. Overall accur
 are over all samples. Nothing is dropped silently: every group appears in ``by_group``.
 
 Scale: every rate and score is a fraction in [0, 1] (not a percentage); see
-docs/metrics_fairness.md for why this matters for ES-* and how to convert.
+docs/metrics.md (Part 2) for why this matters for ES-* and how to convert.
 
 References: fairlearn (Weerts et al., JMLR 2023) for DP, EO and equalized odds and the
 MetricFrame disaggregation; equity-scaled metrics from Harvard-FairSeg / FairVision (Tian et
