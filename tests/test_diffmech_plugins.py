@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
+from conftest import make_rows
 
 from baselines.cbdm.generator import CBDM
 from baselines.fairdiffusion import MISSING
@@ -18,7 +19,6 @@ from benchmark import GENERATORS
 from benchmark.diffusion import DiffusionTrainer, TrainConfig, build_backbone, build_train_data
 from benchmark.schema import FEATURES
 from benchmark.tasks import TASKS
-from tests.conftest import make_rows
 
 TASK = TASKS.get("phantom-cxr-finding")
 CFG = TrainConfig(steps=4, batch_size=8, grad_accum=1, lr=1e-3, checkpoint_every=2,

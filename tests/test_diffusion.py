@@ -7,6 +7,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import make_rows
 from scipy import stats
 
 from baselines.cbrs import CBRS
@@ -29,7 +30,6 @@ from benchmark.diffusion import (
 )
 from benchmark.schema import FEATURES, validate_dataset
 from benchmark.tasks import TASKS
-from tests.conftest import make_rows
 
 TASK = TASKS.get("phantom-cxr-finding")
 

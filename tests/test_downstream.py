@@ -5,6 +5,7 @@ import dataclasses
 import datasets
 import numpy as np
 import pytest
+from conftest import make_rows
 from PIL import Image
 
 from benchmark.downstream import DownstreamConfig
@@ -20,7 +21,6 @@ from benchmark.metrics.features import WeightsNotFoundError
 from benchmark.registry import UnknownNameError
 from benchmark.schema import FEATURES
 from benchmark.tasks import TASKS
-from tests.conftest import make_rows
 
 TINY = DownstreamConfig(image_size=16, epochs=2, batch_size=16, patience=5, min_group_size=2,
                         cpu_threads=1)

@@ -4,10 +4,10 @@ import json
 import math
 
 import pytest
+from conftest import isolated_cache_dir
 
 from benchmark.results import validate_record
 from benchmark.runner import evaluate_folder, run
-from tests.conftest import isolated_cache_dir
 
 pytestmark = pytest.mark.slow
 
