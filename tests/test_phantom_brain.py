@@ -245,3 +245,21 @@ def test_disk_cache_is_complete_and_keyed(cache, monkeypatch):
                            split_salt="fairsynth") != key
     brain.generate(8, image_size=16, seed=9)
     assert len(list((cache / "phantoms").iterdir())) == 2
+
+
+def test_majority_phenotype_redraws_young_dementia_as_limbic():
+    young = brain.reference_params(20, age_band="<75", finding="dementia", seed=3)
+    old = brain.reference_params(20, age_band=">=75", finding="dementia", seed=3)
+    ctl = brain.reference_params(5, finding="no_finding", seed=3)
+    for p in old + ctl:
+        assert brain.majority_phenotype(p) is p
+    moved = [brain.majority_phenotype(p) for p in young]
+    assert {q.phenotype for q in moved} == {"dementia_limbic_predominant"}
+    for p, q in zip(young, moved, strict=True):
+        assert (q.age, q.sex, q.sample_id, q.cdr) == (p.age, p.sex, p.sample_id, p.cdr)
+        assert q.hippocampal_atrophy > p.hippocampal_atrophy + 0.2
+        assert q.posterior_atrophy < p.posterior_atrophy - 0.5
+    # the images now show limbic atrophy: darker hippocampal region than before
+    drop = _mean_in(young, "hippocampal_region").mean() - _mean_in(
+        moved, "hippocampal_region").mean()
+    assert drop > 5

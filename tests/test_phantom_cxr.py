@@ -315,3 +315,23 @@ def test_missing_torchxrayvision_is_one_clear_error(monkeypatch):
     with pytest.raises(FileNotFoundError, match="pip install torchxrayvision") as err:
         cxr.chexpert_csv_path()
     assert "chexpert_train.csv.gz" in str(err.value)
+
+
+def test_majority_phenotype_redraws_minority_findings():
+    women = cxr.reference_params(12, sex="female", finding="cardiomegaly", seed=8)
+    old = cxr.reference_params(40, age_group="80+", finding="pleural_effusion", seed=8)
+    young = cxr.reference_params(5, age_group="40-59", finding="pleural_effusion", seed=8)
+    for p in young + cxr.reference_params(5, sex="male", finding="cardiomegaly", seed=8):
+        assert cxr.majority_phenotype(p) is p
+    for p in women:
+        q = cxr.majority_phenotype(p)
+        assert q.phenotype == "typical" and (q.sex, q.age, q.heart_ctr) == (p.sex, p.age,
+                                                                            p.heart_ctr)
+        assert 0.3 <= q.heart_right_fraction <= 0.34 and q.heart_tilt_deg == 26.0
+    moved = [cxr.majority_phenotype(p) for p in old]
+    assert {q.phenotype for q in moved} == {"typical"}
+    bilateral = [q.effusion_right > 0 and q.effusion_left > 0 for q in moved]
+    assert all(p.effusion_right > 0 and p.effusion_left > 0 for p in old)
+    assert 0.05 < np.mean(bilateral) < 0.5  # typical: 25 % bilateral
+    assert all(0.13 <= q.effusion_meniscus <= 0.23 and q.effusion_density == 0.9 for q in moved)
+    assert [cxr.majority_phenotype(p) for p in old] == moved  # deterministic

@@ -201,3 +201,18 @@ def test_tone_dependent_phenotypes():
     assert {p.phenotype for p in pd} == {"psoriasis:grey_violaceous_plaque+pih"}
     assert all(p.pih == 0 for p in pl) and all(p.pih > 0 for p in pd)
     assert skin.erythema_visibility("I") > skin.erythema_visibility("VI")
+
+
+def test_majority_phenotype_gives_dark_skin_the_light_lesion():
+    light = skin.reference_params(5, skin_tone="II", seed=4)
+    for p in light:
+        assert skin.majority_phenotype(p) is p
+    for finding in skin.SKIN_FINDINGS:
+        dark = skin.reference_params(4, skin_tone="VI", finding=finding, seed=4)
+        for p in dark:
+            q = skin.majority_phenotype(p)
+            assert q.skin_rgb == p.skin_rgb and q.fitzpatrick == "VI" and q.pih == 0.0
+            assert q.phenotype == f"{finding}:{skin._VARIANTS[finding][0]}"
+            # the lesion is now much lighter than the skin around it (light-skin colours)
+            assert np.mean(q.lesion_rgb) > np.mean(p.lesion_rgb) + 40
+            assert q.erythema_visibility == skin.erythema_visibility("II")

@@ -5,8 +5,9 @@ Importing this package registers every phantom in :data:`benchmark.data.registry
 
 from . import (
     brain,  # noqa: F401  (registers "phantom-brain")
+    cardiac,  # noqa: F401  (registers "phantom-cardiac")
     cxr,  # noqa: F401  (registers "phantom-cxr")
     skin,  # noqa: F401  (registers "phantom-skin")
 )
 
-__all__ = ["brain", "cxr", "skin"]
+__all__ = ["brain", "cardiac", "cxr", "skin"]

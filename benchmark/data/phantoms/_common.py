@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -19,6 +20,13 @@ from ...schema import COLUMNS, FEATURES, derive_attributes
 
 _MEMORY_MAX = 16
 MEMORY: dict[tuple[str, str], datasets.Dataset] = {}
+
+
+def stable_uniform(*parts: object) -> float:
+    """A uniform number in [0, 1) fixed by ``parts`` (sha256 of their repr): for deterministic
+    choices that must not consume a sampler's random stream (e.g. in ``majority_phenotype``)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def png_image(array: np.ndarray) -> dict[str, object]:

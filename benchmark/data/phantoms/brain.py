@@ -43,7 +43,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import datasets
 import numpy as np
@@ -324,6 +324,30 @@ def sample_params(
             noise_seed=int(noise_seed[i]),
         ))
     return out
+
+
+def majority_phenotype(params: BrainParams) -> BrainParams:
+    """The same patient re-drawn with the majority subgroup's appearance of its finding.
+
+    Most demented OASIS-1 subjects are 75 or older (55 of 100), so the majority appearance
+    of dementia is ``dementia_limbic_predominant``: a ``dementia_hippocampal_sparing``
+    patient (< 75) gets the limbic-predominant hippocampal and posterior terms instead of the
+    sparing ones, with the same severity, the same per-patient noise (the sparing term is
+    subtracted and the limbic one added) and the temporal horn recomputed from the new
+    hippocampal atrophy. Age, sex, ids, anatomy and acquisition are kept, so ``phenotype``
+    no longer follows from ``age_band``. Other parameters are returned unchanged.
+    """
+    p = params
+    if p.phenotype != "dementia_hippocampal_sparing":
+        return p
+    sev = _CDR_SEVERITY[float(p.cdr)]
+    hippo = float(np.clip(p.hippocampal_atrophy - (0.04 + 0.03 * sev) + (0.30 + 0.14 * sev),
+                          0.0, 0.7))
+    posterior = float(np.clip(p.posterior_atrophy - (0.9 + 0.4 * sev) + 0.15, 0.0, 1.6))
+    horn = float(np.clip(p.temporal_horn + 0.13 * (hippo ** 1.2 - p.hippocampal_atrophy ** 1.2),
+                         0.002, 0.1))
+    return replace(p, phenotype="dementia_limbic_predominant", hippocampal_atrophy=hippo,
+                   posterior_atrophy=posterior, temporal_horn=horn)
 
 
 # --------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import datasets
@@ -69,7 +69,7 @@ from scipy import ndimage
 from ...schema import AGE_GROUPS, SCHEMA_VERSION, SEX, age_to_group
 from ..registry import DatasetSpec, register_dataset
 from ..splits import assign_splits
-from ._common import cached_dataset, params_to_dataset
+from ._common import cached_dataset, params_to_dataset, stable_uniform
 
 log = logging.getLogger(__name__)
 
@@ -532,6 +532,43 @@ def sample_params(
             )
         )
     return out
+
+
+def majority_phenotype(params: CXRParams) -> CXRParams:
+    """The same image re-drawn with the majority subgroup's appearance of its finding.
+
+    ``cardiomegaly_female_globular`` becomes the men's left-ventricular pattern (men are the
+    majority of CheXpert's cardiomegaly images) and ``pleural_effusion_80plus_bilateral`` the
+    typical effusion of patients under 80 (the majority). Everything else (patient anatomy,
+    acquisition, seeds, attributes, ids) is kept; the random draws of the minority variant
+    are mapped to the majority's ranges (the same quantile), and the typical effusion's side
+    comes from :func:`~._common.stable_uniform` of the sample id, so the result is
+    deterministic. Parameters that already have the majority appearance (``phenotype ==
+    "typical"``) are returned unchanged.
+    """
+    p = params
+    if p.phenotype == "cardiomegaly_female_globular":
+        u = min(max((p.heart_right_fraction - 0.47) / 0.03, 0.0), 1.0)
+        return replace(p, phenotype="typical", heart_right_fraction=0.3 + 0.04 * u,
+                       heart_tilt_deg=26.0)
+    if p.phenotype == "pleural_effusion_80plus_bilateral":
+        u1 = min(max((p.effusion_right - 0.36) / 0.18, 0.0), 1.0)
+        u2 = min(max((p.effusion_left - 0.32) / 0.18, 0.0), 1.0)
+        u3 = min(max((p.effusion_meniscus - 0.05) / 0.04, 0.0), 1.0)
+        side = stable_uniform("cxr-majority-effusion-side", p.sample_id)
+        vol = 0.16 + 0.22 * u1
+        eff_r = eff_l = 0.0
+        if side < 0.45:
+            eff_r = vol
+        elif side < 0.75:
+            eff_l = vol
+        else:
+            eff_r, eff_l = vol, 0.12 + 0.2 * u2
+        return replace(p, phenotype="typical", effusion_right=eff_r, effusion_left=eff_l,
+                       effusion_meniscus=0.13 + 0.1 * u3, effusion_density=0.9)
+    if p.phenotype != "typical":  # pragma: no cover - a new phenotype must be handled here
+        raise ValueError(f"majority_phenotype: unknown CXR phenotype {p.phenotype!r}")
+    return p
 
 
 # --------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import datasets
 import numpy as np
@@ -355,6 +355,48 @@ def sample_params(
         f = finding or SKIN_FINDINGS[int(rng.choice(len(SKIN_FINDINGS), p=weights))]
         out.append(_one(rng, i + 1, id_prefix, recorded, tone, f))
     return out
+
+
+#: The Fitzpatrick type whose lesion appearance :func:`majority_phenotype` gives to the others:
+#: type II, the most frequent type of the most frequent group (light, I-II) in Fitzpatrick17k.
+MAJORITY_TONE = "II"
+
+
+def majority_phenotype(params: SkinParams) -> SkinParams:
+    """The same patient re-drawn with the majority subgroup's appearance of its finding.
+
+    The majority tone group in Fitzpatrick17k is light (types I-II); a medium or dark image
+    keeps its own skin (colour, texture, hairs, lighting) and lesion geometry but gets the
+    lesion as drawn on type :data:`MAJORITY_TONE`: body and detail colours rescaled from its
+    type's anchors to type II's (the per-image colour jitter is kept), type II's erythema
+    visibility, and no post-inflammatory hyperpigmentation. Light images are returned
+    unchanged.
+    """
+    p = params
+    if _tone_index(p.fitzpatrick) < 2:
+        return p
+    tone, major = p.fitzpatrick, MAJORITY_TONE
+
+    def rescale(rgb: tuple[float, ...], name: str) -> tuple[float, ...]:
+        ratio = _anchor(name, major) / np.maximum(_anchor(name, tone), 1.0)
+        return tuple(round(float(c), 3) for c in np.clip(np.asarray(rgb) * ratio, 0.0, 255.0))
+
+    f = p.finding
+    if f == "allergic_contact_dermatitis":  # scaling colour: recomputed for the lighter type
+        dark = _tone_index(major) / 5.0
+        detail = np.asarray(p.skin_rgb) * 0.35 + 255.0 * 0.65 * (0.6 + 0.4 * (1 - dark))
+        detail_rgb = tuple(round(float(c), 3) for c in np.clip(detail, 0, 255))
+    else:
+        detail_name = {
+            "basal_cell_carcinoma": "basal_cell_carcinoma_border",
+            "lichen_planus": "lichen_planus_striae",
+            "psoriasis": "psoriasis_scale",
+            "squamous_cell_carcinoma": "squamous_cell_carcinoma_keratin",
+        }[f]
+        detail_rgb = rescale(p.detail_rgb, detail_name)
+    return replace(p, lesion_rgb=rescale(p.lesion_rgb, f), detail_rgb=detail_rgb,
+                   erythema_visibility=erythema_visibility(major), pih=0.0,
+                   phenotype=f"{f}:{_variant(f, major)}")
 
 
 # --------------------------------------------------------------------------------------------
