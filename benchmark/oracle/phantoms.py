@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..data import DATASETS
-from ..data.phantoms import brain, cxr, skin
+from ..data.phantoms import brain, cardiac, cxr, skin
 from ..registry import Registry
 from ..schema import ATTRIBUTES, derive_attributes
 
@@ -248,4 +248,14 @@ register_phantom_spec(PhantomSpec(
     attributes=("sex", "age_group", "age_band"),
     base_values=lambda p: {"sex": p.sex, "age": p.age},
     balance=("sex", "age_band"),
+))
+
+register_phantom_spec(PhantomSpec(
+    dataset="phantom-cardiac",
+    module=cardiac,
+    findings=tuple(cardiac.CARDIAC_FINDINGS),
+    channels=1,
+    attributes=("sex", "age_group", "bmi_class"),
+    base_values=lambda p: {"sex": p.sex, "age": p.age, "bmi": p.bmi},
+    balance=("sex", "bmi_class"),
 ))
