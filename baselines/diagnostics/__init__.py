@@ -19,8 +19,9 @@ the right way against them cannot be trusted (``tests/test_validity.py``).
 
 Every generated row carries the requested finding and subgroup; the other attributes are
 the phantom's truth of the drawn image (``mode-collapse`` rows carry only the request).
-Fresh draws use seeds of the stream ``diagnostic:<name>`` (``plan.seed``, cell), independent of
-the benchmark's real phantom data.
+Fresh draws use seeds of the stream ``diagnostic`` (``plan.seed``, cell), independent of the
+benchmark's real phantom data and shared by all diagnostics: for the same plan they draw the
+same patients, so each differs from ``phantom-oracle`` only by its planted defect.
 """
 
 from __future__ import annotations
@@ -123,8 +124,10 @@ class PhantomDiagnostic(Generator):
 
     def _draw(self, spec: PhantomSpec, row: PlanRow, n: int, seed: int, index: int
               ) -> list[Any]:
+        # one stream for every diagnostic: for the same plan they draw the same patients, so
+        # each differs from the ideal phantom-oracle only by its planted defect
         return draw_cell_params(spec, n, self.cell_of(row), seed=stream_seed(
-            f"diagnostic:{self.name}", seed, index, row.finding, *row.group))
+            "diagnostic", seed, row.finding, *row.group))
 
     def _cell_params(self, spec: PhantomSpec, row: PlanRow, seed: int, index: int) -> list[Any]:
         return self._draw(spec, row, row.count, seed, index)

@@ -100,7 +100,7 @@ class OracleConfig:
 
 
 #: A fast setting for tests and smoke runs (32 px, small population, few epochs).
-SMOKE_CONFIG = OracleConfig(image_size=32, n_train=900, epochs=6, batch_size=32, lr=4e-3)
+SMOKE_CONFIG = OracleConfig(image_size=32, n_train=900, epochs=12, batch_size=32, lr=3e-3)
 
 
 # --------------------------------------------------------------------------------------------
