@@ -73,9 +73,13 @@ def real_set():
     return images, groups, findings
 
 
+#: A training table whose smallest tone group is dark (as in Fitzpatrick17k).
+TRAIN = Dataset.from_dict({ATTR: ["light"] * 5 + ["dark"] * 2 + ["medium"] * 3 + [None]})
+
+
 def sample(cls, config=None, seed=0):
     gen = cls(config)
-    gen.fit(None, FitContext(task=TASK, profile="smoke", seed=seed))
+    gen.fit(TRAIN, FitContext(task=TASK, profile="smoke", seed=seed))
     ds = gen.sample(_plan(seed))
     validate_dataset(ds, source=cls.name)
     return ds
@@ -179,9 +183,8 @@ def test_dropped_subgroup_has_no_fd_and_overall_fd_rises(oracle, real, ideal):
 
 
 def test_drop_subgroup_defaults_to_the_smallest_training_group_and_keeps_the_budget():
-    train = Dataset.from_dict({ATTR: ["light"] * 5 + ["dark"] * 2 + ["medium"] * 3 + [None]})
     gen = DropSubgroup()
-    gen.fit(train, FitContext(task=TASK, profile="smoke", seed=0))
+    gen.fit(TRAIN, FitContext(task=TASK, profile="smoke", seed=0))
     assert gen.config == {"attribute": ATTR, "group": "dark"}
     plan = gen.redistribute(_plan())
     counts = {(r.attributes[ATTR], r.finding): r.count for r in plan.rows}
