@@ -30,7 +30,7 @@ from benchmark.data.phantoms import skin
 from benchmark.metrics import InceptionV3FID, fid, fid_by_group, fid_variance
 from benchmark.oracle import NotAPhantomError, draw_cell_params, phantom_spec, stream_seed
 from benchmark.oracle.adherence import dataset_adherence
-from benchmark.oracle.features import OracleFeatures, fd_oracle
+from benchmark.oracle.features import OracleFeatures, fd_oracle, oracle_metrics
 from benchmark.schema import SKIN_TONE_GROUPS, validate_dataset
 
 N_PER_CELL = 8
@@ -221,3 +221,19 @@ def test_noisy_validates_sigma():
         Noisy({"sigma": -1})
     with pytest.raises(ValueError, match="unknown option"):
         Noisy({"sigmaa": 0.1})
+
+
+@pytest.mark.slow
+def test_oracle_metrics_block_for_the_result_record(oracle, ideal, erased):
+    real_ds = sample(PhantomOracleGenerator, seed=7)  # another fresh draw stands in for real
+    out = oracle_metrics(real_ds, erased, TASK, oracle)
+    assert out["oracle"]["key"] == oracle.key
+    fd = out["fd_oracle"]
+    assert fd["n_real"] == fd["n_synthetic"] == len(erased) and fd["value"] > 0
+    groups = fd["by_group"][ATTR]
+    assert set(groups) == set(SKIN_TONE_GROUPS)
+    assert groups["dark"]["value"] > 3 * groups["light"]["value"]
+    values = [groups[g]["value"] for g in SKIN_TONE_GROUPS]
+    assert fd["variance"][ATTR] == pytest.approx(np.var(values))
+    assert out["condition_adherence"]["n"] == len(erased)
+    assert "fid" not in out  # a Fréchet distance in oracle space is never called FID

@@ -8,6 +8,13 @@ condition it was asked for (:mod:`benchmark.oracle.adherence`) and compare featu
 in a domain-specific feature space (``fd_oracle``, :class:`OracleFeatures`).
 """
 
+from .adherence import (
+    KEY_ADHERENCE,
+    adherence_from_labels,
+    condition_adherence,
+    dataset_adherence,
+)
+from .features import KEY_FD_ORACLE, OracleFeatures, fd_oracle, oracle_metrics
 from .model import (
     SMOKE_CONFIG,
     Oracle,
@@ -29,6 +36,14 @@ from .phantoms import (
 )
 
 __all__ = [
+    "KEY_ADHERENCE",
+    "KEY_FD_ORACLE",
+    "OracleFeatures",
+    "adherence_from_labels",
+    "condition_adherence",
+    "dataset_adherence",
+    "fd_oracle",
+    "oracle_metrics",
     "PHANTOM_SPECS",
     "SMOKE_CONFIG",
     "NotAPhantomError",
