@@ -122,3 +122,15 @@ def test_brain_oracle_reads_dementia_at_small_size(tmp_path):
     oracle = get_oracle("phantom-brain", config, cache_dir=tmp_path, progress=False)
     acc = oracle_accuracy(oracle, 200, seed=0)
     assert acc["finding"] >= 0.85
+
+
+def test_profile_configs_and_global_rng_untouched():
+    from benchmark.oracle import SMOKE_CONFIG, config_for_profile
+
+    assert config_for_profile("smoke", 48) == dataclasses.replace(SMOKE_CONFIG, image_size=48)
+    assert config_for_profile("cpu", 64) == OracleConfig()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    oracle_model.Oracle(phantom_spec("phantom-brain"), TINY, {"finding": ("a", "b")}, [], "k")
+    assert torch.equal(torch.rand(3), expected)

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,14 @@ class OracleConfig:
 
 #: A fast setting for tests and smoke runs (32 px, small population, few epochs).
 SMOKE_CONFIG = OracleConfig(image_size=32, n_train=900, epochs=12, batch_size=32, lr=3e-3)
+
+
+def config_for_profile(profile: str, image_size: int) -> OracleConfig:
+    """The oracle setting of a run profile: :data:`SMOKE_CONFIG` for ``smoke`` (seconds), the
+    default :class:`OracleConfig` otherwise (minutes on a CPU, once: it is cached); both at the
+    task's ``image_size``."""
+    base = SMOKE_CONFIG if profile == "smoke" else OracleConfig()
+    return replace(base, image_size=int(image_size))
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,9 +185,10 @@ class Oracle:
         self.heads = {k: tuple(v) for k, v in heads.items()}
         self.population = [dict(r) for r in population]
         self.key = key
-        torch.manual_seed(config.seed)
-        self.net = _Net(config.arch, config.arch_kwargs, spec.channels,
-                        {k: len(v) for k, v in self.heads.items()}, config.image_size)
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG untouched
+            torch.manual_seed(config.seed)
+            self.net = _Net(config.arch, config.arch_kwargs, spec.channels,
+                            {k: len(v) for k, v in self.heads.items()}, config.image_size)
         self.net.eval()
         self.train_seconds: float | None = None
 
