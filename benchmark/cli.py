@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--root", default=None, help="local copy of a real dataset")
             p.add_argument("--out", default=None,
                            help="PNG path (default: docs/<NAME>_grid.png)")
+            p.add_argument("--per-cell", type=int, default=1,
+                           help="images per (subgroup, class) cell, side by side (default: 1; "
+                                "2 shows a cardiac patient's ED and ES frames)")
     return parser
 
 
@@ -86,6 +89,9 @@ def show_dataset(args: argparse.Namespace) -> int:
     from .tasks import TASKS
 
     spec = DATASETS.get(args.show)
+    if args.per_cell < 1:
+        print(f"error: --per-cell must be >= 1, got {args.per_cell}", file=sys.stderr)
+        return 2
     if args.task is not None:
         task = TASKS.get(args.task)
     else:
@@ -100,7 +106,7 @@ def show_dataset(args: argparse.Namespace) -> int:
     ds = spec.loader(root=args.root, image_size=task.image_size, n_images=args.images, seed=0,
                      split_salt=task.split_salt)
     out = args.out or os.path.join("docs", f"{spec.name}_grid.png")
-    sample_grid(ds, task, out, title=f"{spec.name}\n({task.name})")
+    sample_grid(ds, task, out, per_cell=args.per_cell, title=f"{spec.name}\n({task.name})")
     print(out)
     return 0
 

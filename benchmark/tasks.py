@@ -140,27 +140,28 @@ register_task(
     )
 )
 
-# Provisional: issue 3 asks for subgroups by age band (< 75 / >= 75), which needs a derived
-# attribute the schema does not have yet; until then the schema's age groups are used.
+# FairGen's brain MRI task: demented vs non-demented, subgroups by age band (< 75 / >= 75).
 register_task(
     Task(
         name="phantom-brain-dementia",
-        description="brain MRI phantom, dementia vs none; subgroups by sex and age group",
+        description="brain MRI phantom, dementia vs none (FairGen); subgroups by age band "
+        "(<75 / >=75)",
         dataset="phantom-brain",
         classes=("no_finding", "dementia"),
-        sensitive_attributes=("sex", "age_group"),
+        sensitive_attributes=("age_band",),
         image_size=64,
         channels=1,
-        prompt_template="T1 brain MRI, {sex}, age {age_group}, {finding}",
+        prompt_template="T1 brain MRI, age {age_band}, {finding}",
     )
 )
 
-# Provisional: issue 3 asks for light (I-II) / medium (III-IV) / dark (V-VI) tone groups, which
-# need a derived attribute the schema does not have yet; until then the six types are used.
+# FairGen's skin task: five Fitzpatrick17k diseases, subgroups by tone group (light I-II,
+# medium III-IV, dark V-VI).
 register_task(
     Task(
         name="phantom-skin-disease",
-        description="skin phantom, 5 diseases (FairGen); subgroups by Fitzpatrick skin type",
+        description="skin phantom, 5 diseases (FairGen); subgroups by skin tone group "
+        "(light / medium / dark)",
         dataset="phantom-skin",
         classes=(
             "allergic_contact_dermatitis",
@@ -169,9 +170,39 @@ register_task(
             "psoriasis",
             "squamous_cell_carcinoma",
         ),
-        sensitive_attributes=("skin_tone",),
+        sensitive_attributes=("skin_tone_group",),
         image_size=64,
         channels=3,
-        prompt_template="dermatology photo, Fitzpatrick type {skin_tone}, {finding}",
+        prompt_template="dermatology photo, {skin_tone_group} skin, {finding}",
+    )
+)
+
+# FairGen's chest task: COVID-19, edema, lung opacity, pleural effusion, normal; subgroups by sex.
+register_task(
+    Task(
+        name="phantom-cxr-fairgen",
+        description="chest X-ray phantom, FairGen 5-way (COVID-19, edema, lung opacity, pleural "
+        "effusion, normal); subgroups by sex",
+        dataset="phantom-cxr",
+        classes=("covid_19", "edema", "lung_opacity", "pleural_effusion", "no_finding"),
+        sensitive_attributes=("sex",),
+        image_size=64,
+        channels=1,
+        prompt_template="chest x-ray, {sex}, {finding}",
+    )
+)
+
+# The cardiac metadata task: healthy vs heart failure, subgroups by sex and WHO BMI class.
+register_task(
+    Task(
+        name="phantom-cardiac-hf",
+        description="cardiac cine MRI phantom (ED and ES frames), heart failure vs none; "
+        "subgroups by sex and BMI class",
+        dataset="phantom-cardiac",
+        classes=("no_finding", "heart_failure"),
+        sensitive_attributes=("sex", "bmi_class"),
+        image_size=64,
+        channels=1,
+        prompt_template="cardiac short-axis cine MRI, {sex}, BMI {bmi_class}, {finding}",
     )
 )

@@ -1,12 +1,14 @@
-"""How long the chest X-ray phantom takes to generate images (target: 1,000 at 64 px < 30 s).
+"""How long the phantoms take to generate images (target: 1,000 at 64 px < 30 s on 2 cores).
 
 Usage::
 
     python benchmarks/phantom_speed.py [--n 1000] [--size 64] [--seed 0]
 
-Times, separately: reading the CheXpert calibration table (once per process), drawing the
-parameters, rendering the pixels, and the whole uncached ``generate`` call (rendering, PNG
-encoding, building the ``datasets.Dataset`` and saving it to a temporary disk cache).
+Times, for the chest X-ray phantom separately: reading the CheXpert calibration table (once per
+process), drawing the parameters, rendering the pixels, and the whole uncached ``generate``
+call (rendering, PNG encoding, building the ``datasets.Dataset`` and saving it to a temporary
+disk cache); then the uncached loader of every registered phantom (chest X-ray, skin, brain,
+cardiac; the cardiac rows also render and encode their segmentation masks).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["FAIRSYNTH_CACHE"] = tmp
             t0 = time.perf_counter()
             spec.loader(root=None, image_size=args.size, n_images=args.n, seed=args.seed)
-            print(f"{name:<14} loader, {args.n} images at {args.size} px (uncached): "
+            print(f"{name:<16} loader, {args.n} images at {args.size} px (uncached): "
                   f"{time.perf_counter() - t0:6.2f} s")
     return 0
 

@@ -160,9 +160,9 @@ def _finding_table(params) -> pd.DataFrame:
 
 
 def test_sampled_joint_follows_calibration():
-    joint = cxr.chexpert_joint_counts()
+    joint = cxr.joint_counts()  # CheXpert's counts plus the COVID-19 rows
     joint = joint[joint["count"] > 0].set_index(["sex", "age_group", "finding"])["count"]
-    # independent images: an exact chi-square goodness-of-fit test on the 40 cells
+    # independent images: an exact chi-square goodness-of-fit test on the 48 cells
     params = cxr.sample_params(np.random.default_rng(1), 8000, images_per_patient=1)
     got = _finding_table(params).set_index(["sex", "age_group", "finding"])["n"]
     got = got.reindex(joint.index, fill_value=0)
@@ -182,7 +182,7 @@ def test_sampled_joint_follows_calibration():
 
 
 def test_conditional_sampling_and_reference(cache):
-    joint = cxr.chexpert_joint_counts()
+    joint = cxr.joint_counts()
     sub = joint[(joint.sex == "female") & (joint.age_group == "18-39")].set_index("finding")
     params = cxr.sample_params(np.random.default_rng(4), 4000, sex="female", age_group="18-39",
                                images_per_patient=1)
@@ -335,3 +335,47 @@ def test_majority_phenotype_redraws_minority_findings():
     assert 0.05 < np.mean(bilateral) < 0.5  # typical: 25 % bilateral
     assert all(0.13 <= q.effusion_meniscus <= 0.23 and q.effusion_density == 0.9 for q in moved)
     assert [cxr.majority_phenotype(p) for p in old] == moved  # deterministic
+
+
+def test_covid_rows_follow_the_documented_assumptions():
+    chexpert = cxr.chexpert_joint_counts()
+    joint = cxr.joint_counts()
+    assert set(chexpert["finding"]) == set(cxr.CHEXPERT_FINDINGS)  # CheXpert has no COVID-19
+    pd.testing.assert_frame_equal(
+        joint[joint["finding"] != "covid_19"].reset_index(drop=True), chexpert)
+    covid = joint[joint["finding"] == "covid_19"].set_index(["sex", "age_group"])["count"]
+    n_chexpert = chexpert["count"].sum()
+    # 5 % of all images, 60 % of them men (rounded per cell)
+    assert covid.sum() / (covid.sum() + n_chexpert) == pytest.approx(0.05, abs=2e-4)
+    assert covid.xs("male").sum() / covid.sum() == pytest.approx(0.6, abs=1e-3)
+    assert covid.xs("0-17", level="age_group").sum() == 0
+    # within a sex, age groups follow CheXpert's lung-opacity images (hand recount)
+    opacity = chexpert[(chexpert.finding == "lung_opacity") & (chexpert.sex == "female")]
+    opacity = opacity.set_index("age_group")["count"]
+    expected = 0.05 / 0.95 * n_chexpert * 0.4 * opacity / opacity.sum()
+    assert np.abs(covid.xs("female") - expected.round()).max() <= 1
+    assert cxr.calibration_summary()["covid_images"] == covid.sum()
+
+
+def test_covid_is_bilateral_peripheral_lower_zone_ground_glass():
+    p_nf, nf = _render("no_finding")
+    p_cv, cv = _render("covid_19")
+    _, lo = _render("lung_opacity")
+    _, ed = _render("edema")
+    assert all(p.covid_right > 0 and p.covid_left > 0 for p in p_cv)
+    assert all(p.covid_severity == 0 for p in p_nf)
+
+    def lower_lateral_min(images):  # the fainter of the two lower lateral lung zones
+        return np.minimum(_region(images, 0.0, 0.4, -0.62, -0.38),
+                          _region(images, 0.0, 0.4, 0.38, 0.62))
+
+    def perihilar(images):
+        return (_region(images, -0.3, 0.1, -0.45, -0.2) + _region(images, -0.3, 0.1, 0.25, 0.5)) / 2
+
+    # both lower lateral zones are hazier than normal and than a focal (one-sided) opacity
+    assert lower_lateral_min(cv).mean() > lower_lateral_min(nf).mean() + 15
+    assert lower_lateral_min(cv).mean() > lower_lateral_min(lo).mean() + 15
+    # peripheral, not perihilar: unlike edema's bat-wing haze
+    assert perihilar(cv).mean() < perihilar(ed).mean() - 25
+    assert (lower_lateral_min(cv) - perihilar(cv)).mean() > (
+        lower_lateral_min(nf) - perihilar(nf)).mean() + 10

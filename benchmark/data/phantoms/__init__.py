@@ -10,4 +10,10 @@ from . import (
     skin,  # noqa: F401  (registers "phantom-skin")
 )
 
-__all__ = ["brain", "cardiac", "cxr", "skin"]
+#: Dataset name -> phantom module. Every module offers the same surface: ``sample_params``,
+#: ``render``, ``generate`` / ``generate_params``, ``reference`` / ``reference_params``,
+#: ``majority_phenotype`` and a ``phenotype`` field on its parameters.
+PHANTOMS = {"phantom-brain": brain, "phantom-cardiac": cardiac, "phantom-cxr": cxr,
+            "phantom-skin": skin}
+
+__all__ = ["PHANTOMS", "brain", "cardiac", "cxr", "skin"]

@@ -39,8 +39,6 @@ radiological orientation, anterior at the top.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, replace
@@ -49,16 +47,22 @@ import datasets
 import numpy as np
 from scipy import ndimage
 
-from ...schema import SCHEMA_VERSION, SEX, age_to_group
+from ...schema import AGE_BAND_EDGE, AGE_BANDS, SEX, age_to_band, age_to_group
 from ..registry import DatasetSpec, register_dataset
-from ..splits import assign_splits
-from ._common import cached_dataset, params_to_dataset
+from ._common import (
+    check_choice,
+    generate_cached,
+    params_to_dataset,
+    phantom_cache_key,
+    reference_cached,
+    seed_rng,
+)
 
 BRAIN_FINDINGS: tuple[str, ...] = ("no_finding", "dementia")
 
-#: The two age bands of the subgroup-specific phenotype.
-AGE_BANDS: tuple[str, ...] = ("<75", ">=75")
-PHENOTYPE_AGE = 75.0
+#: The two age bands of the subgroup-specific phenotype are the schema's
+#: (:data:`benchmark.schema.AGE_BANDS`, split at :data:`benchmark.schema.AGE_BAND_EDGE`).
+PHENOTYPE_AGE = AGE_BAND_EDGE
 
 PHENOTYPES: tuple[str, ...] = (
     "typical",  # no dementia
@@ -155,14 +159,10 @@ class BrainParams:
         return asdict(self)
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-
-
 def age_band_of(age: float) -> str:
-    """``"<75"`` or ``">=75"``: the band that selects the dementia phenotype."""
-    return AGE_BANDS[1] if age >= PHENOTYPE_AGE else AGE_BANDS[0]
+    """``"<75"`` or ``">=75"``: the band that selects the dementia phenotype
+    (:func:`benchmark.schema.age_to_band`)."""
+    return age_to_band(age)  # type: ignore[return-value]
 
 
 def expected_proportions() -> dict[str, float]:
@@ -203,9 +203,9 @@ def sample_params(
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    _check_choice("sex", sex, SEX)
-    _check_choice("age_band", age_band, AGE_BANDS)
-    _check_choice("finding", finding, BRAIN_FINDINGS)
+    check_choice("sex", sex, SEX)
+    check_choice("age_band", age_band, AGE_BANDS)
+    check_choice("finding", finding, BRAIN_FINDINGS)
     if n == 0:
         return []
 
@@ -525,16 +525,11 @@ def region_masks(params: BrainParams, image_size: int = 64) -> dict[str, np.ndar
 # --------------------------------------------------------------------------------------------
 
 
-def _seed_rng(seed: int, stream: str) -> np.random.Generator:
-    tag = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:4], "big")
-    return np.random.default_rng([int(seed), tag])
-
-
 def generate_params(n_images: int, *, seed: int = 0) -> list[BrainParams]:
     """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(_seed_rng(seed, "brain-generate"), int(n_images))
+    return sample_params(seed_rng(seed, "brain-generate"), int(n_images))
 
 
 def reference_params(
@@ -548,7 +543,7 @@ def reference_params(
     """The parameters of :func:`reference`'s rows, in row order."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    return sample_params(_seed_rng(seed, "brain-reference"), int(n), sex=sex,
+    return sample_params(seed_rng(seed, "brain-reference"), int(n), sex=sex,
                          age_band=age_band, finding=finding, id_prefix="brain-ref")
 
 
@@ -562,9 +557,7 @@ def _to_dataset(params: list[BrainParams], image_size: int,
 
 def cache_key(kind: str, **config: object) -> str:
     """sha256 of everything a cached phantom dataset depends on."""
-    payload = {"phantom": "brain", "kind": kind, "version": PHANTOM_VERSION,
-               "schema": SCHEMA_VERSION, **config}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return phantom_cache_key("brain", PHANTOM_VERSION, kind, **config)
 
 
 def generate(
@@ -581,18 +574,8 @@ def generate(
     :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``.
     Cached in memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
     """
-    n_images, image_size, seed = int(n_images), int(image_size), int(seed)
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    key = cache_key("generate", n_images=n_images, image_size=image_size, seed=seed,
-                    split_salt=split_salt)
-
-    def build() -> datasets.Dataset:
-        params = generate_params(n_images, seed=seed)
-        splits = assign_splits([p.patient_id for p in params], salt=split_salt)
-        return _to_dataset(params, image_size, splits)
-
-    return cached_dataset(key, build)
+    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
+                           image_size=image_size, seed=seed, split_salt=split_salt)
 
 
 def reference(
@@ -611,20 +594,11 @@ def reference(
     start with ``brain-ref-`` and never collide with :func:`generate`'s. Parameters:
     :func:`reference_params`.
     """
-    n, image_size, seed = int(n), int(image_size), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _check_choice("sex", sex, SEX)
-    _check_choice("age_band", age_band, AGE_BANDS)
-    _check_choice("finding", finding, BRAIN_FINDINGS)
-    key = cache_key("reference", n=n, sex=sex, age_band=age_band, finding=finding,
-                    image_size=image_size, seed=seed)
-
-    def build() -> datasets.Dataset:
-        params = reference_params(n, sex=sex, age_band=age_band, finding=finding, seed=seed)
-        return _to_dataset(params, image_size, ["test"] * len(params))
-
-    return cached_dataset(key, build)
+    check_choice("sex", sex, SEX)
+    check_choice("age_band", age_band, AGE_BANDS)
+    check_choice("finding", finding, BRAIN_FINDINGS)
+    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
+                            seed=seed, sex=sex, age_band=age_band, finding=finding)
 
 
 def load(

@@ -42,8 +42,6 @@ Masks (:func:`render_mask`, the dataset's ``mask`` column): 0 background, 1 LV b
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, replace
@@ -52,10 +50,17 @@ import datasets
 import numpy as np
 from scipy import ndimage, stats
 
-from ...schema import BMI_CLASSES, BMI_EDGES, SCHEMA_VERSION, SEX, bmi_to_class
+from ...schema import BMI_CLASSES, BMI_EDGES, SEX, bmi_to_class
 from ..registry import DatasetSpec, register_dataset
-from ..splits import assign_splits
-from ._common import cached_dataset, params_to_dataset, stable_uniform
+from ._common import (
+    check_choice,
+    generate_cached,
+    params_to_dataset,
+    phantom_cache_key,
+    reference_cached,
+    seed_rng,
+    stable_uniform,
+)
 
 CARDIAC_FINDINGS: tuple[str, ...] = ("no_finding", "heart_failure")
 FRAMES: tuple[str, ...] = ("ed", "es")  # end-diastole, end-systole
@@ -171,7 +176,8 @@ class CardiacParams:
     rv_width_es: float
     rv_wall: float
     # fat and body (BMI, sex)
-    epicardial_fat: float  # epicardial fat thickness along the free walls (x2.8 in grooves)
+    epicardial_fat: float  # base epicardial fat thickness: x0.6 on the LV free wall, x1.1 on
+    # the RV free wall, x2.7 in the interventricular grooves
     paracardial_fat: float  # anterior mediastinal fat outside the pericardium
     subcutaneous_fat: float
     chest_muscle: float
@@ -209,11 +215,6 @@ class CardiacParams:
         return self.lv_radius_es, self.wall_es, self.rv_width_es
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-
-
 def age_decade(age: float) -> str:
     """The age decade of an age in years, e.g. ``"60s"`` for 63 (for prompts and tables)."""
     return f"{int(age) // 10 * 10}s"
@@ -243,9 +244,9 @@ def joint_probabilities(*, sex: str | None = None, bmi_class: str | None = None,
 
     Keys are ``(sex, finding, bmi_class)``. BMI is truncated to :data:`BMI_RANGE`.
     """
-    _check_choice("sex", sex, SEX)
-    _check_choice("bmi_class", bmi_class, BMI_CLASSES)
-    _check_choice("finding", finding, CARDIAC_FINDINGS)
+    check_choice("sex", sex, SEX)
+    check_choice("bmi_class", bmi_class, BMI_CLASSES)
+    check_choice("finding", finding, CARDIAC_FINDINGS)
     out: dict[tuple[str, str, str], float] = {}
     for s in SEX:
         p_s = FEMALE_FRACTION if s == "female" else 1.0 - FEMALE_FRACTION
@@ -541,9 +542,15 @@ def _heart_fields(p: CardiacParams, X: np.ndarray, Y: np.ndarray) -> dict[str, n
 _ANGLES = np.linspace(-np.pi, np.pi, 361)[:-1]  # 1-degree samples of the polar profiles
 
 
-def _interp_angle(phi: np.ndarray, profile: np.ndarray) -> np.ndarray:
-    """A periodic profile sampled on :data:`_ANGLES`, interpolated at angles ``phi``."""
-    return np.interp(phi, _ANGLES, profile, period=2.0 * np.pi)
+def _interp_angle(phi: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+    """Periodic profiles ``(k, 360)`` sampled on :data:`_ANGLES`, linearly interpolated at the
+    angles ``phi``: shape ``(k, *phi.shape)`` (by hand: ``np.interp`` takes one profile)."""
+    pos = (phi + np.pi) * (len(_ANGLES) / (2.0 * np.pi))
+    i0 = np.floor(pos)
+    frac = pos - i0
+    i0 = i0.astype(np.intp) % len(_ANGLES)
+    i1 = (i0 + 1) % len(_ANGLES)
+    return profiles[:, i0] * (1.0 - frac) + profiles[:, i1] * frac
 
 
 def _fat_profiles(p: CardiacParams, R: float, rv_w: float
@@ -586,10 +593,10 @@ def _labels(p: CardiacParams, X: np.ndarray, Y: np.ndarray, aa: float,
     heart = _ramp(outer - rho, aa)
     # fat and pericardium: their outer surfaces, as functions of the angle, are smoothed so
     # that fat fills the notches where the RV meets the septum (the interventricular grooves)
-    f_out, peri_out, para_out = _fat_profiles(p, R, rv_w)
-    epi = _ramp(_interp_angle(h["phi"], f_out) - rho, aa)
-    pericardium = _ramp(_interp_angle(h["phi"], peri_out) - rho, aa)
-    para = _ramp(_interp_angle(h["phi"], para_out) - rho, aa)
+    f_out, peri_out, para_out = _interp_angle(h["phi"], np.stack(_fat_profiles(p, R, rv_w)))
+    epi = _ramp(f_out - rho, aa)
+    pericardium = _ramp(peri_out - rho, aa)
+    para = _ramp(para_out - rho, aa)
     return {"lv_blood": lv_blood, "lv_outer": lv_outer, "rv_blood": rv_blood, "heart": heart,
             "epicardial": epi, "pericardium": pericardium, "paracardial": para}
 
@@ -635,6 +642,19 @@ def _body(p: CardiacParams, X: np.ndarray, Y: np.ndarray, aa: float) -> dict[str
             "paraspinal": paraspinal, "vertebra": vertebra, "aorta": aorta}
 
 
+@functools.lru_cache(maxsize=4)
+def _scene(p: CardiacParams, n: int) -> dict[str, object]:
+    """Every soft map of a frame at ``n`` pixels, shared by :func:`render` and
+    :func:`region_masks` (a dataset row renders both; arrays are read-only)."""
+    X, Y, aa = _coords(p, n)
+    fields = _heart_fields(p, X, Y)
+    maps = {**_body(p, X, Y, aa), **_labels(p, X, Y, aa, fields)}
+    maps["papillary"] = _papillary(p, X, Y, aa)
+    for m in maps.values():
+        m.setflags(write=False)
+    return {"X": X, "Y": Y, "aa": aa, **maps}
+
+
 def render(params: CardiacParams, image_size: int = 64) -> np.ndarray:
     """Render one frame as a ``uint8`` array of shape ``(image_size, image_size)``.
 
@@ -647,10 +667,8 @@ def render(params: CardiacParams, image_size: int = 64) -> np.ndarray:
     if n < 8:
         raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
     p = params
-    X, Y, aa = _coords(p, n)
-    b = _body(p, X, Y, aa)
-    fields = _heart_fields(p, X, Y)
-    h = _labels(p, X, Y, aa, fields)
+    b = h = _scene(p, n)
+    X, Y, aa = b["X"], b["Y"], b["aa"]
     tex = _texture(X, Y, p.texture_seed, 3.0)
     fat, blood, myo = p.fat_intensity, p.blood_intensity, p.myocardium_intensity
 
@@ -674,7 +692,7 @@ def render(params: CardiacParams, image_size: int = 64) -> np.ndarray:
     img = paint(img, blood * 0.97 + 0.02 * tex, h["rv_blood"])
     img = paint(img, myo + 0.01 * tex, h["lv_outer"])
     img = paint(img, blood + 0.02 * tex, h["lv_blood"])
-    img = paint(img, myo * 1.1, _papillary(p, X, Y, aa) * h["lv_blood"])
+    img = paint(img, myo * 1.1, h["papillary"] * h["lv_blood"])
 
     u, v = _grid(n)
     img = img * p.gain * (1.0 + p.bias_x * u + p.bias_y * v)
@@ -698,10 +716,7 @@ def region_masks(params: CardiacParams, image_size: int = 64) -> dict[str, np.nd
     n = int(image_size)
     if n < 8:
         raise ValueError(f"image_size must be >= 8 pixels, got {image_size}")
-    p = params
-    X, Y, aa = _coords(p, n)
-    h = _labels(p, X, Y, aa)
-    b = _body(p, X, Y, aa)
+    b = h = _scene(params, n)
     lv_blood = h["lv_blood"] > 0.5
     lv_outer = h["lv_outer"] > 0.5
     heart = (h["heart"] > 0.5) | lv_outer
@@ -742,16 +757,11 @@ def ejection_fraction_from_areas(area_ed: float, area_es: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _seed_rng(seed: int, stream: str) -> np.random.Generator:
-    tag = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:4], "big")
-    return np.random.default_rng([int(seed), tag])
-
-
 def generate_params(n_images: int, *, seed: int = 0) -> list[CardiacParams]:
     """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(_seed_rng(seed, "cardiac-generate"), int(n_images))
+    return sample_params(seed_rng(seed, "cardiac-generate"), int(n_images))
 
 
 def reference_params(
@@ -766,9 +776,9 @@ def reference_params(
     """The parameters of :func:`reference`'s rows, in row order."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    _check_choice("frame", frame, FRAMES)
+    check_choice("frame", frame, FRAMES)
     frames = FRAMES if frame is None else (frame,)
-    return sample_params(_seed_rng(seed, "cardiac-reference"), int(n), sex=sex,
+    return sample_params(seed_rng(seed, "cardiac-reference"), int(n), sex=sex,
                          bmi_class=bmi_class, finding=finding, frames=frames,
                          id_prefix="cardiac-ref")
 
@@ -783,9 +793,7 @@ def _to_dataset(params: list[CardiacParams], image_size: int,
 
 def cache_key(kind: str, **config: object) -> str:
     """sha256 of everything a cached phantom dataset depends on."""
-    payload = {"phantom": "cardiac", "kind": kind, "version": PHANTOM_VERSION,
-               "schema": SCHEMA_VERSION, **config}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return phantom_cache_key("cardiac", PHANTOM_VERSION, kind, **config)
 
 
 def generate(
@@ -803,18 +811,8 @@ def generate(
     both frames of a patient share a split. ``mask`` holds :func:`render_mask`. Cached in
     memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
     """
-    n_images, image_size, seed = int(n_images), int(image_size), int(seed)
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    key = cache_key("generate", n_images=n_images, image_size=image_size, seed=seed,
-                    split_salt=split_salt)
-
-    def build() -> datasets.Dataset:
-        params = generate_params(n_images, seed=seed)
-        splits = assign_splits([p.patient_id for p in params], salt=split_salt)
-        return _to_dataset(params, image_size, splits)
-
-    return cached_dataset(key, build)
+    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
+                           image_size=image_size, seed=seed, split_salt=split_salt)
 
 
 def reference(
@@ -835,22 +833,12 @@ def reference(
     patient ids start with ``cardiac-ref-`` and never collide with :func:`generate`'s.
     Parameters: :func:`reference_params`.
     """
-    n, image_size, seed = int(n), int(image_size), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _check_choice("sex", sex, SEX)
-    _check_choice("bmi_class", bmi_class, BMI_CLASSES)
-    _check_choice("finding", finding, CARDIAC_FINDINGS)
-    _check_choice("frame", frame, FRAMES)
-    key = cache_key("reference", n=n, sex=sex, bmi_class=bmi_class, finding=finding,
-                    frame=frame, image_size=image_size, seed=seed)
-
-    def build() -> datasets.Dataset:
-        params = reference_params(n, sex=sex, bmi_class=bmi_class, finding=finding,
-                                  frame=frame, seed=seed)
-        return _to_dataset(params, image_size, ["test"] * len(params))
-
-    return cached_dataset(key, build)
+    check_choice("sex", sex, SEX)
+    check_choice("bmi_class", bmi_class, BMI_CLASSES)
+    check_choice("finding", finding, CARDIAC_FINDINGS)
+    check_choice("frame", frame, FRAMES)
+    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
+                            seed=seed, sex=sex, bmi_class=bmi_class, finding=finding, frame=frame)
 
 
 def load(

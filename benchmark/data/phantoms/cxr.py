@@ -22,6 +22,12 @@ Generative model
    opacities) in normalised coordinates, so any resolution works, then applies a film curve
    ``1 - exp(-k A)``, a blur and noise.
 
+COVID-19 (FairGen's chest task): CheXpert has none, so the phantom adds ``covid_19`` rows to
+the calibration table (:func:`joint_counts`): :data:`COVID_FRACTION` of all images,
+:data:`COVID_MALE_FRACTION` of them men, age groups within sex like CheXpert's lung-opacity
+images (documented assumptions). It is drawn as bilateral, peripheral, lower-zone, patchy
+ground-glass opacities, unlike the focal, one-sided ``lung_opacity`` and edema's perihilar haze.
+
 Subgroup-specific phenotypes (the same finding looks different in a minority subgroup):
 pleural effusion in patients aged 80+ is always bilateral, larger, flatter and denser; and
 cardiomegaly in women is a globular heart that widens to both sides (in men it extends left
@@ -66,23 +72,42 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from ...schema import AGE_GROUPS, SCHEMA_VERSION, SEX, age_to_group
+from ...schema import AGE_GROUPS, SEX, age_to_group
 from ..registry import DatasetSpec, register_dataset
-from ..splits import assign_splits
-from ._common import cached_dataset, params_to_dataset, stable_uniform
+from ._common import (
+    check_choice,
+    generate_cached,
+    params_to_dataset,
+    phantom_cache_key,
+    reference_cached,
+    seed_rng,
+    stable_uniform,
+)
 
 log = logging.getLogger(__name__)
 
-CXR_FINDINGS: tuple[str, ...] = (
+#: The CheXpert findings the phantom is calibrated to.
+CHEXPERT_FINDINGS: tuple[str, ...] = (
     "no_finding",
     "cardiomegaly",
     "pleural_effusion",
     "lung_opacity",
     "edema",
 )
+#: Every finding of the phantom: CheXpert's five plus COVID-19 (FairGen's chest task combines
+#: CheXpert with the COVID-19 image data collection).
+CXR_FINDINGS: tuple[str, ...] = (*CHEXPERT_FINDINGS, "covid_19")
+
+#: Share of COVID-19 images among all phantom images (an assumption: CheXpert has no COVID-19;
+#: FairGen adds the COVID-19 image data collection's few hundred frontal COVID-19 images, a
+#: small minority next to CheXpert; 5 % keeps the class rare but learnable at default sizes).
+COVID_FRACTION = 0.05
+#: Share of men among COVID-19 images (an assumption: hospitalised COVID-19 cohorts, and the
+#: collection's images, skew male). Ages within sex follow CheXpert's lung-opacity images.
+COVID_MALE_FRACTION = 0.6
 
 #: Bump whenever sampling or rendering changes: it is part of every cache key.
-PHANTOM_VERSION = "cxr-1"
+PHANTOM_VERSION = "cxr-2"
 
 SOURCE = "phantom-cxr"
 
@@ -131,7 +156,8 @@ def chexpert_csv_path() -> Path:
 
 @dataclass(frozen=True)
 class _Calibration:
-    joint: pd.DataFrame  # sex, age_group, finding, count (every combination, zeros included)
+    joint: pd.DataFrame  # the phantom's table: CheXpert's counts plus the COVID-19 rows
+    chexpert: pd.DataFrame  # sex, age_group, finding, count (every combination, zeros included)
     ages: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]  # cell -> (ages, probs)
     images_per_patient: np.ndarray  # P(k images), k = 1..MAX_IMAGES_PER_PATIENT
     summary: dict[str, object]
@@ -175,10 +201,12 @@ def _calibration() -> _Calibration:
 
     counts = kept.groupby(["sex", "age_group", "finding"]).size()
     index = pd.MultiIndex.from_product(
-        [SEX, AGE_GROUPS, CXR_FINDINGS], names=["sex", "age_group", "finding"]
+        [SEX, AGE_GROUPS, CHEXPERT_FINDINGS], names=["sex", "age_group", "finding"]
     )
-    joint = counts.reindex(index, fill_value=0).rename("count").reset_index()
-    joint["count"] = joint["count"].astype("int64")
+    chexpert = counts.reindex(index, fill_value=0).rename("count").reset_index()
+    chexpert["count"] = chexpert["count"].astype("int64")
+    joint = pd.concat([chexpert, _covid_rows(chexpert)], ignore_index=True)
+    summary["covid_images"] = int(joint.loc[joint["finding"] == "covid_19", "count"].sum())
 
     ages: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for (sex, group), cell in kept.groupby(["sex", "age_group"]):
@@ -200,7 +228,28 @@ def _calibration() -> _Calibration:
         h.update(repr((key, ages[key][0].tolist(), ages[key][1].round(12).tolist())).encode())
     h.update(repr(images_per_patient.round(12).tolist()).encode())
     log.info("phantom-cxr calibration from %s: %s", path, summary)
-    return _Calibration(joint, ages, images_per_patient, summary, h.hexdigest())
+    return _Calibration(joint, chexpert, ages, images_per_patient, summary, h.hexdigest())
+
+
+def _covid_rows(chexpert: pd.DataFrame) -> pd.DataFrame:
+    """The COVID-19 rows of the phantom's table (:data:`COVID_FRACTION` of all images).
+
+    ``C = round(COVID_FRACTION / (1 - COVID_FRACTION) * N)`` images for ``N`` CheXpert
+    calibration images; a share :data:`COVID_MALE_FRACTION` are men; within each sex the age
+    groups follow that sex's CheXpert lung-opacity images. Counts are rounded per cell.
+    """
+    total = COVID_FRACTION / (1.0 - COVID_FRACTION) * float(chexpert["count"].sum())
+    opacity = chexpert[chexpert["finding"] == "lung_opacity"].set_index(["sex", "age_group"])
+    rows = []
+    for sex in SEX:
+        share = COVID_MALE_FRACTION if sex == "male" else 1.0 - COVID_MALE_FRACTION
+        groups = opacity.loc[sex, "count"]
+        for group in AGE_GROUPS:
+            n = total * share * float(groups[group]) / float(groups.sum())
+            rows.append((sex, group, "covid_19", int(round(n))))
+    out = pd.DataFrame(rows, columns=["sex", "age_group", "finding", "count"])
+    out["count"] = out["count"].astype("int64")
+    return out
 
 
 def chexpert_joint_counts() -> pd.DataFrame:
@@ -208,9 +257,16 @@ def chexpert_joint_counts() -> pd.DataFrame:
 
     Columns ``sex``, ``age_group``, ``finding``, ``count``; one row for every combination of
     :data:`~benchmark.schema.SEX`, :data:`~benchmark.schema.AGE_GROUPS` and
-    :data:`CXR_FINDINGS` (zeros included: CheXpert has no patient under 18). The derivation is
-    in the module docstring. Cached: the CSV is read once per process; a copy is returned.
+    :data:`CHEXPERT_FINDINGS` (zeros included: CheXpert has no patient under 18). The
+    derivation is in the module docstring. Cached: the CSV is read once per process; a copy is
+    returned.
     """
+    return _calibration().chexpert.copy()
+
+
+def joint_counts() -> pd.DataFrame:
+    """The table the phantom samples from: :func:`chexpert_joint_counts` plus the COVID-19
+    rows (:data:`COVID_FRACTION`, :data:`COVID_MALE_FRACTION`; see :func:`_covid_rows`)."""
     return _calibration().joint.copy()
 
 
@@ -287,6 +343,10 @@ class CXRParams:
     opacity_density: float
     opacity_seed: int
     edema_severity: float
+    covid_severity: float  # density of the ground-glass opacities (0: absent)
+    covid_right: float  # upward extent from the base, as a fraction of the lung height
+    covid_left: float
+    covid_seed: int  # seeds the patchy ground-glass pattern
 
     @property
     def heart_width(self) -> float:
@@ -295,13 +355,6 @@ class CXRParams:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
 
 
 def sample_params(
@@ -332,9 +385,9 @@ def sample_params(
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    _check_choice("sex", sex, SEX)
-    _check_choice("age_group", age_group, AGE_GROUPS)
-    _check_choice("finding", finding, CXR_FINDINGS)
+    check_choice("sex", sex, SEX)
+    check_choice("age_group", age_group, AGE_GROUPS)
+    check_choice("finding", finding, CXR_FINDINGS)
     cal = _calibration()
     if images_per_patient == "chexpert":
         k_probs = cal.images_per_patient
@@ -435,6 +488,7 @@ def sample_params(
     ui = rng.random((16, n))
     noise_seed = rng.integers(0, 2**31 - 1, size=n)
     opacity_seed = rng.integers(0, 2**31 - 1, size=n)
+    covid_seed = rng.integers(0, 2**31 - 1, size=n)
 
     out: list[CXRParams] = []
     width = max(6, len(str(P)))
@@ -448,6 +502,7 @@ def sample_params(
         meniscus = density = 0.0
         ox = oy = orad = odens = 0.0
         edema = 0.0
+        covid = covid_r = covid_l = 0.0
         if f == "cardiomegaly":
             ctr = float(ctr_big[p])
             if s == "female":  # globular heart widening to both sides
@@ -482,6 +537,10 @@ def sample_params(
         elif f == "edema":
             edema = 0.65 + 0.35 * ui[10, i]
             ctr = min(ctr + 0.03 + 0.03 * ui[11, i], 0.53)
+        elif f == "covid_19":  # bilateral, peripheral, lower-zone ground glass
+            covid = 0.55 + 0.35 * ui[10, i]
+            covid_r = 0.45 + 0.35 * ui[6, i]
+            covid_l = 0.45 + 0.35 * ui[7, i]
         pid = f"{id_prefix}-p{p:0{width}d}"
         out.append(
             CXRParams(
@@ -529,6 +588,10 @@ def sample_params(
                 opacity_density=float(odens),
                 opacity_seed=int(opacity_seed[i]),
                 edema_severity=float(edema),
+                covid_severity=float(covid),
+                covid_right=float(covid_r),
+                covid_left=float(covid_l),
+                covid_seed=int(covid_seed[i]),
             )
         )
     return out
@@ -832,6 +895,18 @@ def render(params: CXRParams, image_size: int = 64) -> np.ndarray:
         kv = base - 0.06 - 0.045 * np.arange(6)
         lines = _ramp(0.006 - np.abs(v[None] - kv[:, None, None]), w(0.003)).max(axis=0)
         A_tot += 0.25 * e * lines * _ramp(su - 0.72, w(0.02)) * lung
+    if p.covid_severity > 0:
+        # ground glass: hazy (vessels stay visible), patchy, in both lungs, peripheral
+        # (towards the chest wall) and in the lower zones, rising to covid_right / _left
+        gt = _lookup(coarse, u, v, _offsets(p.covid_seed, 1)[0], 1.4 * _BANK_SCALE)
+        patch = np.clip(0.55 + 0.6 * gt, 0.0, 1.2)
+        periph = np.clip((su - 0.3) / 0.45, 0.0, 1.0)
+        ggo = np.zeros_like(u)
+        for side, extent in ((-1.0, p.covid_right), (1.0, p.covid_left)):
+            top = base - extent * (base - apex)
+            zone = np.clip((v - top) / 0.3, 0.0, 1.0)
+            ggo += _ramp(side * u, w(0.02)) * zone
+        A_tot += 0.95 * p.covid_severity * ggo * periph * patch * lung * depth
 
     # -- film curve, blur, noise
     img = 1.0 - np.exp(-p.exposure * np.clip(A_tot, 0.0, None))
@@ -849,16 +924,11 @@ def render(params: CXRParams, image_size: int = 64) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _seed_rng(seed: int, stream: str) -> np.random.Generator:
-    tag = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:4], "big")
-    return np.random.default_rng([int(seed), tag])
-
-
 def generate_params(n_images: int, *, seed: int = 0) -> list[CXRParams]:
     """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(_seed_rng(seed, "generate"), n_images)
+    return sample_params(seed_rng(seed, "generate"), n_images)
 
 
 def reference_params(
@@ -873,7 +943,7 @@ def reference_params(
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     return sample_params(
-        _seed_rng(seed, "reference"), n, sex=sex, age_group=age_group, finding=finding,
+        seed_rng(seed, "reference"), n, sex=sex, age_group=age_group, finding=finding,
         images_per_patient=1, id_prefix="cxr-ref",
     )
 
@@ -888,14 +958,8 @@ def _to_dataset(params: list[CXRParams], image_size: int,
 
 def cache_key(kind: str, **config: object) -> str:
     """sha256 of everything a cached phantom dataset depends on."""
-    payload = {
-        "phantom": "cxr",
-        "kind": kind,
-        "version": PHANTOM_VERSION, "schema": SCHEMA_VERSION,
-        "calibration": calibration_hash(),
-        **config,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return phantom_cache_key("cxr", PHANTOM_VERSION, kind, calibration=calibration_hash(),
+                             **config)
 
 
 def generate(
@@ -912,18 +976,8 @@ def generate(
     :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``.
     Cached in memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
     """
-    n_images, image_size, seed = int(n_images), int(image_size), int(seed)
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    key = cache_key("generate", n_images=n_images, image_size=image_size, seed=seed,
-                    split_salt=split_salt)
-
-    def build() -> datasets.Dataset:
-        params = generate_params(n_images, seed=seed)
-        splits = assign_splits([p.patient_id for p in params], salt=split_salt)
-        return _to_dataset(params, image_size, splits)
-
-    return cached_dataset(key, build)
+    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
+                           image_size=image_size, seed=seed, split_salt=split_salt)
 
 
 def reference(
@@ -942,20 +996,11 @@ def reference(
     a reference population is for evaluation only. Patient ids start with ``cxr-ref-`` and
     never collide with :func:`generate`'s. Parameters: :func:`reference_params`.
     """
-    n, image_size, seed = int(n), int(image_size), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _check_choice("sex", sex, SEX)
-    _check_choice("age_group", age_group, AGE_GROUPS)
-    _check_choice("finding", finding, CXR_FINDINGS)
-    key = cache_key("reference", n=n, sex=sex, age_group=age_group, finding=finding,
-                    image_size=image_size, seed=seed)
-
-    def build() -> datasets.Dataset:
-        params = reference_params(n, sex=sex, age_group=age_group, finding=finding, seed=seed)
-        return _to_dataset(params, image_size, ["test"] * len(params))
-
-    return cached_dataset(key, build)
+    check_choice("sex", sex, SEX)
+    check_choice("age_group", age_group, AGE_GROUPS)
+    check_choice("finding", finding, CXR_FINDINGS)
+    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
+                            seed=seed, sex=sex, age_group=age_group, finding=finding)
 
 
 def load(
@@ -970,8 +1015,8 @@ def load(
 register_dataset(
     DatasetSpec(
         name="phantom-cxr",
-        description="procedural chest X-ray phantom, 5 findings, calibrated to CheXpert "
-        "sex x age x finding counts (embedded, no download)",
+        description="procedural chest X-ray phantom, 5 CheXpert findings calibrated to CheXpert "
+        "sex x age x finding counts, plus COVID-19 (embedded, no download)",
         loader=load,
         phantom=True,
         card="phantom_cxr.md",

@@ -35,8 +35,6 @@ inflammatory lesions on types IV-VI carry a ring of post-inflammatory hyperpigme
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, replace
 
@@ -44,10 +42,16 @@ import datasets
 import numpy as np
 from scipy import ndimage
 
-from ...schema import SCHEMA_VERSION, SKIN_TONE
+from ...schema import SKIN_TONE
 from ..registry import DatasetSpec, register_dataset
-from ..splits import assign_splits
-from ._common import cached_dataset, params_to_dataset
+from ._common import (
+    check_choice,
+    generate_cached,
+    params_to_dataset,
+    phantom_cache_key,
+    reference_cached,
+    seed_rng,
+)
 
 SKIN_FINDINGS: tuple[str, ...] = (
     "allergic_contact_dermatitis",
@@ -187,12 +191,6 @@ class SkinParams:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _check_choice(name: str, value: object, choices: tuple) -> None:
-    if value is not None and value not in choices:
-        shown = ", ".join(str(c) for c in choices)
-        raise ValueError(f"unknown {name} {value!r}; expected one of {shown}")
 
 
 def _tone_probabilities() -> tuple[list[str | None], np.ndarray]:
@@ -338,8 +336,8 @@ def sample_params(
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    _check_choice("skin_tone", skin_tone, SKIN_TONE)
-    _check_choice("finding", finding, SKIN_FINDINGS)
+    check_choice("skin_tone", skin_tone, SKIN_TONE)
+    check_choice("finding", finding, SKIN_FINDINGS)
     tones, probs = _tone_probabilities()
     known = np.array([FITZPATRICK17K_TONE_COUNTS[t] for t in SKIN_TONE], float)
     known /= known.sum()
@@ -631,16 +629,11 @@ def render(params: SkinParams, image_size: int = 64) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _seed_rng(seed: int, stream: str) -> np.random.Generator:
-    tag = int.from_bytes(hashlib.sha256(stream.encode()).digest()[:4], "big")
-    return np.random.default_rng([int(seed), tag])
-
-
 def generate_params(n_images: int, *, seed: int = 0) -> list[SkinParams]:
     """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(_seed_rng(seed, "generate"), n_images)
+    return sample_params(seed_rng(seed, "generate"), n_images)
 
 
 def reference_params(n: int, *, skin_tone: str | None = None, finding: str | None = None,
@@ -648,7 +641,7 @@ def reference_params(n: int, *, skin_tone: str | None = None, finding: str | Non
     """The parameters of :func:`reference`'s rows, in row order."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    return sample_params(_seed_rng(seed, "reference"), n, skin_tone=skin_tone, finding=finding,
+    return sample_params(seed_rng(seed, "reference"), n, skin_tone=skin_tone, finding=finding,
                          id_prefix="skin-ref")
 
 
@@ -662,15 +655,10 @@ def _to_dataset(params: list[SkinParams], image_size: int,
 
 def cache_key(kind: str, **config: object) -> str:
     """sha256 of everything a cached phantom dataset depends on."""
-    payload = {
-        "phantom": "skin",
-        "kind": kind,
-        "version": PHANTOM_VERSION, "schema": SCHEMA_VERSION,
-        "tone_counts": [[k, v] for k, v in FITZPATRICK17K_TONE_COUNTS.items()],
-        "disease_weights": list(DISEASE_WEIGHTS),
-        **config,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return phantom_cache_key(
+        "skin", PHANTOM_VERSION, kind,
+        tone_counts=[[k, v] for k, v in FITZPATRICK17K_TONE_COUNTS.items()],
+        disease_weights=list(DISEASE_WEIGHTS), **config)
 
 
 def generate(
@@ -687,18 +675,8 @@ def generate(
     :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``.
     Cached in memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
     """
-    n_images, image_size, seed = int(n_images), int(image_size), int(seed)
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    key = cache_key("generate", n_images=n_images, image_size=image_size, seed=seed,
-                    split_salt=split_salt)
-
-    def build() -> datasets.Dataset:
-        params = generate_params(n_images, seed=seed)
-        splits = assign_splits([p.patient_id for p in params], salt=split_salt)
-        return _to_dataset(params, image_size, splits)
-
-    return cached_dataset(key, build)
+    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
+                           image_size=image_size, seed=seed, split_salt=split_salt)
 
 
 def reference(
@@ -717,19 +695,10 @@ def reference(
     ``skin-ref-`` and never collide with :func:`generate`'s. Parameters:
     :func:`reference_params`.
     """
-    n, image_size, seed = int(n), int(image_size), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    _check_choice("skin_tone", skin_tone, SKIN_TONE)
-    _check_choice("finding", finding, SKIN_FINDINGS)
-    key = cache_key("reference", n=n, skin_tone=skin_tone, finding=finding,
-                    image_size=image_size, seed=seed)
-
-    def build() -> datasets.Dataset:
-        params = reference_params(n, skin_tone=skin_tone, finding=finding, seed=seed)
-        return _to_dataset(params, image_size, ["test"] * len(params))
-
-    return cached_dataset(key, build)
+    check_choice("skin_tone", skin_tone, SKIN_TONE)
+    check_choice("finding", finding, SKIN_FINDINGS)
+    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
+                            seed=seed, skin_tone=skin_tone, finding=finding)
 
 
 def load(
