@@ -134,3 +134,13 @@ def test_profile_configs_and_global_rng_untouched():
     torch.manual_seed(123)
     oracle_model.Oracle(phantom_spec("phantom-brain"), TINY, {"finding": ("a", "b")}, [], "k")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_every_phantom_has_an_oracle_spec():
+    from benchmark.data.phantoms import PHANTOMS
+    from benchmark.oracle import PHANTOM_SPECS
+
+    assert set(PHANTOM_SPECS.names()) == set(PHANTOMS)
+    for name, module in PHANTOMS.items():
+        spec = phantom_spec(name)
+        assert spec.module is module and hasattr(module, "majority_phenotype")
