@@ -203,6 +203,9 @@ class DropSubgroup(PhantomDiagnostic):
             raise ValueError(f"{self.name}: attribute {attr!r} is not a sensitive attribute of "
                              f"task {task.name!r} ({', '.join(task.sensitive_attributes)})")
         if self.config["group"] is None:
+            if attr not in train.column_names:
+                raise ValueError(f"{self.name}: the training data has no {attr!r} column to "
+                                 "find the smallest subgroup in; set the option 'group'")
             counts: dict[str, int] = {}
             for v in train[attr]:
                 if v is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -52,7 +52,6 @@ class PhantomSpec:
     attributes: tuple[str, ...]
     base_values: Callable[[Any], Mapping[str, object]]
     balance: tuple[str, ...]
-    extra_key: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -179,8 +178,8 @@ def draw_cell_params(
                 f"{spec.dataset} images have no {key!r} (asked {key}={value!r}); its attributes "
                 f"are {', '.join(spec.attributes)}"
             )
-        vocab = spec.findings if key == "finding" else ATTRIBUTES.get(key, ())
-        if value not in vocab:
+        vocab = spec.findings if key == "finding" else ATTRIBUTES.get(key)
+        if vocab is not None and value not in vocab:
             raise ValueError(f"unknown {key} {value!r} for {spec.dataset}; expected one of "
                              f"{', '.join(vocab)}")
     direct = {k: v for k, v in wanted.items() if k in accepted}
