@@ -56,3 +56,16 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     Module- and session-scoped fixtures are set up before this one: they must set
     ``FAIRSYNTH_CACHE`` to :func:`isolated_cache_dir` themselves."""
     monkeypatch.setenv("FAIRSYNTH_CACHE", isolated_cache_dir(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def smoke_skin_oracle(tmp_path_factory):
+    """The smoke skin oracle (benchmark.oracle.SMOKE_CONFIG), trained once a session (cached
+    across sessions under $FAIRSYNTH_TEST_CACHE/oracles when that is set)."""
+    from pathlib import Path
+
+    from benchmark.oracle import SMOKE_CONFIG, get_oracle
+
+    shared = os.environ.get("FAIRSYNTH_TEST_CACHE")
+    root = Path(shared) / "oracles" if shared else tmp_path_factory.getbasetemp() / "oracles"
+    return get_oracle("phantom-skin", SMOKE_CONFIG, cache_dir=root, progress=False)

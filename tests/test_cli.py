@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from benchmark import GENERATORS
 from benchmark.cli import build_parser, main
 
 
@@ -14,8 +15,6 @@ def test_unknown_method_prints_one_line_with_valid_names_and_exits_2():
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
-    from benchmark import GENERATORS  # every registered plugin, in name order
-
     assert lines[0] == f"error: unknown method 'nope'; valid: {', '.join(GENERATORS.names())}"
     assert {"oversample", "real-only"} <= set(GENERATORS.names())
 
