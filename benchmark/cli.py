@@ -257,6 +257,15 @@ def _generation_lines(gen: dict[str, Any]) -> list[str]:
                          + ", ".join(f"{m} {np.mean(v):.4f}" for m, v in vals.items()))
         if div.get("unavailable"):
             lines.append("  unavailable: " + "; ".join(div["unavailable"].values()))
+    adh = gen.get("condition_adherence")
+    if adh:  # phantom tasks: the oracle's reading of each synthetic image
+        for what in ("finding", "condition"):
+            r = adh.get(what)
+            if not r or r["value"] is None:
+                continue
+            worst = ", ".join(f"{a} {w:.3f}" for a, w in r["worst"].items() if w is not None)
+            lines.append(f"  {what} adherence (oracle) {r['value']:.3f} over {r['n']} images"
+                         + (f"; worst group by {worst}" if worst else ""))
     return lines
 
 

@@ -203,4 +203,9 @@ def generation_metrics(
             inc[0] if inc else None, fns=fns, max_pairs=profile.diversity_pairs, seed=seed),
         "unavailable": missing,
     }
+    oracle = getattr(extractors.get("oracle"), "oracle", None)
+    if oracle is not None:  # phantom tasks: does each image show what it was asked for?
+        from .oracle.adherence import KEY_ADHERENCE, dataset_adherence
+
+        out[KEY_ADHERENCE] = dataset_adherence(oracle, synthetic, task)
     return out

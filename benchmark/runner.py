@@ -191,7 +191,7 @@ def run(
     prof = PROFILES.get(profile)
     generator = gen_cls(method_config)
     device = pick_device()
-    spaces = feature_extractors(task_obj, device=device)
+    spaces = feature_extractors(task_obj, device=device, profile=prof.name)
     cache = feature_cache if feature_cache is not None else default_cache()
     config = run_config(task_obj, method, generator.config, prof, seed, root, spaces.available)
     chash = config_hash(config)
@@ -306,7 +306,7 @@ def evaluate_folder(
             f"{task}; expected {', '.join(task_obj.classes)}"
         )
     device = pick_device()
-    spaces = feature_extractors(task_obj, device=device)
+    spaces = feature_extractors(task_obj, device=device, profile=prof.name)
     cache = feature_cache if feature_cache is not None else default_cache()
     config = run_config(task_obj, "external", {"synthetic_dir": str(synthetic_dir)}, prof, seed,
                         root, spaces.available)

@@ -19,7 +19,7 @@ from benchmark.metrics import (
 from benchmark.metrics.spaces import _check_space
 
 
-def _space(name, factory=lambda task, device: None):
+def _space(name, factory=lambda task, device, profile: None):
     return FeatureSpace(name, "test space", factory)
 
 
@@ -85,13 +85,13 @@ def test_feature_extractors_reports_missing_weights(monkeypatch, caplog):
     from benchmark.metrics import spaces as spaces_mod
     from benchmark.tasks import TASKS
 
-    def missing(task, device):
+    def missing(task, device, profile):
         raise WeightsNotFoundError("oracle weights not found: /nowhere/oracle.pt")
 
     monkeypatch.setitem(spaces_mod.FEATURE_SPACES._items, "zz_missing", _space("zz_missing",
                                                                              missing))
     monkeypatch.setitem(spaces_mod.FEATURE_SPACES._items, "zz_thumb", _space(
-        "zz_thumb", lambda task, device: ThumbnailFeatures(4)))
+        "zz_thumb", lambda task, device, profile: ThumbnailFeatures(4)))
     monkeypatch.setitem(spaces_mod.FEATURE_SPACES._items, "zz_none", _space("zz_none"))
     got = feature_extractors(TASKS.get("phantom-cxr-finding"),
                              spaces=["zz_missing", "zz_thumb", "zz_none"])

