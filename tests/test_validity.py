@@ -237,3 +237,32 @@ def test_oracle_metrics_block_for_the_result_record(oracle, ideal, erased):
     assert fd["variance"][ATTR] == pytest.approx(np.var(values))
     assert out["condition_adherence"]["n"] == len(erased)
     assert "fid" not in out  # a Fréchet distance in oracle space is never called FID
+
+
+def test_mode_collapse_lowers_diversity_and_coverage(ideal, real, oracle):
+    """Mode collapse (one image repeated per class) must read as no intra-class diversity
+    (the harness's per-class mean pairwise diversity, pixel and perceptual-structure measures)
+    and as lower coverage of the real images in the oracle's feature space."""
+    from benchmark.evaluation import class_diversity
+    from benchmark.metrics.prdc import prdc
+    from benchmark.metrics.similarity import PIXEL_DISSIMILARITIES
+
+    collapsed = sample(ModeCollapse)
+    fns = {k: PIXEL_DISSIMILARITIES[k] for k in ("mse", "ssim")}
+
+    def diversity(ds):
+        per = class_diversity(images_of(ds), list(ds["finding"]), None, fns=fns,
+                              max_pairs=200, seed=0)
+        return {m: float(np.mean([per[c][m]["value"] for c in per])) for m in fns}
+
+    d_ideal, d_collapsed = diversity(ideal), diversity(collapsed)
+    # measured: mse 0.092 -> 0.0, 1 - ssim 0.60 -> 0.0
+    for m in fns:
+        assert d_ideal[m] > 0.01
+        assert d_collapsed[m] == pytest.approx(0.0, abs=1e-9)
+    feats = OracleFeatures(oracle)
+    f_real = feats.extract(real[0], progress=False)
+    cov_ideal = prdc(f_real, feats.extract(images_of(ideal), progress=False)).coverage
+    cov_collapsed = prdc(f_real, feats.extract(images_of(collapsed), progress=False)).coverage
+    # measured: coverage 0.97 -> 0.19 (5 distinct images cannot cover 120 real ones)
+    assert cov_collapsed < 0.5 * cov_ideal
