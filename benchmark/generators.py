@@ -116,6 +116,11 @@ def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0)
     cannot be learned from, so it gets nothing (the number of such empty cells is logged).
     """
     counts = cell_counts(train, task)
+    outside = sum(n for (_, cls), n in counts.items() if cls is None)
+    if outside:
+        log.info("allocation: %d training rows have a finding outside the task's classes and "
+                 "are not counted", outside)
+    counts = Counter({c: n for c, n in counts.items() if c[1] is not None})
     cells = sorted(counts, key=lambda c: (tuple(v or "" for v in c[0]), c[1]))
     observed_groups = {g for g, _ in cells}
     n_possible = len(observed_groups) * len(task.classes)

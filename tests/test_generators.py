@@ -52,6 +52,16 @@ def test_allocate_builds_prompts_and_fills_small_cells(tiny_dataset):
     assert by_cell[("female", "edema")].prompt == "female edema"
 
 
+def test_allocate_leaves_out_rows_whose_finding_is_outside_the_task(tiny_dataset, caplog):
+    findings = list(tiny_dataset["finding"])
+    findings[:3] = ["fracture"] * 3  # not a class of TASK
+    ds = tiny_dataset.remove_columns("finding").add_column("finding", findings)
+    with caplog.at_level("INFO", logger="benchmark.generators"):
+        plan = allocate(ds, TASK, budget=12)
+    assert plan.total == 12 and all(r.finding in TASK.classes for r in plan.rows)
+    assert "3 training rows have a finding outside" in caplog.text
+
+
 def test_generator_rejects_unknown_options():
     cls = GENERATORS.get("oversample")
     with pytest.raises(ValueError, match="unknown option.*bogus"):

@@ -286,7 +286,9 @@ class DiffusionTrainer:
                  if not k.startswith("_")}
         ident = {"train": self.cfg.as_dict(), "data": self.data.fingerprint(),
                  "scheduler": sched, "unet": type(self.backbone.unet).__name__,
-                 "hooks": type(self.hooks).__module__ + "." + type(self.hooks).__qualname__}
+                 "hooks": type(self.hooks).__module__ + "." + type(self.hooks).__qualname__,
+                 # a method's own options (e.g. CBDM's gamma) change training too
+                 "method_options": getattr(self.hooks, "config", None)}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def checkpoints(self) -> list[tuple[int, Path]]:
