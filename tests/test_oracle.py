@@ -61,7 +61,7 @@ def test_training_is_deterministic_and_resumes_to_the_same_weights(tmp_path):
     a = train_oracle(spec, TINY, progress=False)
     ckpt = tmp_path / "ckpt.pt"
     b = train_oracle(spec, TINY, checkpoint=ckpt, progress=False)  # leaves epoch 1 behind
-    assert ckpt.is_file() and torch.load(ckpt, weights_only=False)["epoch"] == 1
+    assert ckpt.is_file() and torch.load(ckpt, weights_only=True)["epoch"] == 1
     c = train_oracle(spec, TINY, checkpoint=ckpt, progress=False)  # resumes at epoch 2
     for other in (b, c):
         sa, so = a.net.state_dict(), other.net.state_dict()

@@ -312,7 +312,7 @@ def _train(*, train: ArrayData, val: ArrayData, n_classes: int, backbone: str,
                              "bad_epochs": 0, "weights": None, "history": []}
     ckpt = Path(work_dir) / "checkpoint.pt" if work_dir is not None else None
     if ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, map_location=dev, weights_only=False)
+        saved = torch.load(ckpt, map_location=dev, weights_only=True)
         if saved.get("key") == key:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])

@@ -345,7 +345,7 @@ def train_oracle(spec: PhantomSpec, config: OracleConfig, *, checkpoint: Path | 
         opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2)
     start_epoch = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, weights_only=True)
         if state.get("key") == key:
             net.load_state_dict(state["net"])
             opt.load_state_dict(state["opt"])
@@ -409,7 +409,7 @@ def get_oracle(dataset: str, config: OracleConfig | Mapping[str, Any] | None = N
     final = root / key[:24] / "oracle.pt"
     if final.is_file():
         try:
-            oracle = Oracle.from_state(torch.load(final, weights_only=False))
+            oracle = Oracle.from_state(torch.load(final, weights_only=True))
         except Exception as err:  # a damaged entry is rebuilt, not trusted
             log.warning("ignoring unreadable oracle cache entry %s (%s)", final, err)
         else:
