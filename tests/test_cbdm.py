@@ -109,8 +109,10 @@ def test_gradient_reaches_shared_weights_through_both_passes():
 
 def test_shape_errors_are_clear():
     pred, other, target, t = _tensors()
-    with pytest.raises(ValueError, match="one shape"):
+    with pytest.raises(ValueError, match="pred_other must have shape"):
         cbdm_loss(pred, other[:1], target, t, num_train_timesteps=T)
+    with pytest.raises(ValueError, match="one shape"):
+        cbdm_loss(pred, other, target[:1], t, num_train_timesteps=T)
     with pytest.raises(ValueError, match="timesteps must have shape"):
         cbdm_loss(pred, other, target, t[:1], num_train_timesteps=T)
 
@@ -142,3 +144,30 @@ def test_other_class_sampling_is_seeded_and_validated():
         OtherClassSampler([0, 0])
     with pytest.raises(ValueError, match=">= 0"):
         OtherClassSampler([3, -1])
+
+
+def test_regulariser_on_a_subset_of_rows():
+    # only sample 1 (w = 0.25, (pred - other)^2 per sample 2.5) gets an other-class
+    # prediction: regulariser = commitment = 0.25 * 2.5 = 0.625 (mean over the one row);
+    # the DDPM term still averages the whole batch (0.5); total = 0.5 + 0.625 + 0.25 * 0.625
+    pred, other, target, t = _tensors()
+    out = cbdm_loss(pred, other[1:], target, t, num_train_timesteps=T,
+                    other_rows=torch.tensor([1]))
+    assert float(out.ddpm) == pytest.approx(0.5)
+    assert float(out.regulariser) == pytest.approx(0.625)
+    assert float(out.commitment) == pytest.approx(0.625)
+    assert float(out.total) == pytest.approx(1.28125)
+    # both rows listed (in another order, with pred_other in that order) = the full form
+    full = cbdm_loss(pred, other[[1, 0]], target, t, num_train_timesteps=T,
+                     other_rows=torch.tensor([1, 0]))
+    assert float(full.regulariser) == pytest.approx(0.4375)
+    with pytest.raises(ValueError, match="pred_other must have shape"):
+        cbdm_loss(pred, other, target, t, num_train_timesteps=T, other_rows=torch.tensor([1]))
+
+
+def test_subset_regulariser_is_unbiased_for_the_full_batch():
+    # averaging the one-row estimate over both possible rows gives the full-batch value
+    pred, other, target, t = _tensors()
+    parts = [float(cbdm_loss(pred, other[[i]], target, t, num_train_timesteps=T,
+                             other_rows=torch.tensor([i])).regulariser) for i in (0, 1)]
+    assert sum(parts) / 2 == pytest.approx(0.4375)

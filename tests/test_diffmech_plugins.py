@@ -54,12 +54,24 @@ def test_cbdm_options():
     gen.resolved = {"pretrained": "/models/sd-v1-4"}
     assert gen.other_class_uniform()  # fine-tuning: uniform, as the authors
     assert CBDM({"other_class": "frequency"}).other_class_uniform() is False
+    with pytest.raises(ValueError, match="regulariser_fraction"):
+        CBDM({"regulariser_fraction": 0})
+    for profile, frac in (("cpu", 0.25), ("smoke", 0.25), ("gpu", 1.0), ("paper", 1.0)):
+        gen = CBDM()
+        gen.resolved = gen.resolve(profile)
+        assert gen.regulariser_fraction() == frac
+    assert CBDM({"regulariser_fraction": 0.5}).regulariser_fraction() == 0.5
 
 
 @pytest.mark.slow
-def test_cbdm_training_logs_its_regulariser(tmp_path):
+@pytest.mark.parametrize("fraction", [1.0, 0.25])
+def test_cbdm_training_logs_its_regulariser(tmp_path, fraction):
     b, data = _data()
-    gen = CBDM()
+    gen = CBDM({"regulariser_fraction": fraction})
+    calls = []
+    unet = b.unet
+    b.unet.register_forward_pre_hook(lambda m, args, kwargs: calls.append(args[0].shape[0]),
+                                     with_kwargs=True)
     DiffusionTrainer(b, data, TrainConfig(**{**CFG.as_dict(), "steps": 2}), tmp_path,
                      hooks=gen, progress=False).train()
     assert gen._other is not None
@@ -72,6 +84,9 @@ def test_cbdm_training_logs_its_regulariser(tmp_path):
         assert reg > 0 and commit > 0
         # the trainer's loss is the CBDM total with gamma = 1/4
         assert r["loss"] == pytest.approx(ddpm + reg + 0.25 * commit, rel=1e-5)
+    # one UNet call a micro-batch on the batch plus the regularised share of it
+    assert calls == [CFG.batch_size + max(1, round(fraction * CFG.batch_size))] * 2
+    assert unet is b.unet
 
 
 def test_fairdiffusion_layout_treats_unknown_as_missing():

@@ -97,6 +97,7 @@ def cbdm_loss(
     tau: float = DEFAULT_TAU,
     gamma: float = DEFAULT_GAMMA,
     conditioned: torch.Tensor | None = None,
+    other_rows: torch.Tensor | None = None,
 ) -> CBDMLoss:
     """The CBDM objective for one batch.
 
@@ -111,11 +112,23 @@ def cbdm_loss(
         conditioned: optional bool mask (B,); False marks samples whose condition was dropped
             for classifier-free guidance. Their regulariser and commitment are 0, but they
             still count in the batch mean (see the module docstring).
+        other_rows: optional indices (k,) of the batch rows that got an other-class
+            prediction; ``pred_other`` then has k rows, row j belonging to ``pred[other_rows[j]]``.
+            The regulariser and commitment are averaged over those k rows only: for a
+            uniformly random subset this is an unbiased estimate of the full-batch mean (the
+            DDPM loss still averages over the whole batch). None: every row (the paper's form).
     """
-    if pred.shape != pred_other.shape or pred.shape != target.shape:
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have one shape, got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
+    k = pred.shape[0] if other_rows is None else int(other_rows.shape[0])
+    if other_rows is not None and (other_rows.ndim != 1 or k == 0):
+        raise ValueError(f"other_rows must be a non-empty 1-D index tensor, got shape "
+                         f"{tuple(other_rows.shape)}")
+    if pred_other.shape != (k, *pred.shape[1:]):
         raise ValueError(
-            f"pred, pred_other and target must have one shape, got {tuple(pred.shape)}, "
-            f"{tuple(pred_other.shape)}, {tuple(target.shape)}"
+            f"pred_other must have shape {(k, *pred.shape[1:])} (one row per regularised "
+            f"sample), got {tuple(pred_other.shape)}"
         )
     if timesteps.shape != (pred.shape[0],):
         raise ValueError(f"timesteps must have shape ({pred.shape[0]},), got "
@@ -128,6 +141,9 @@ def cbdm_loss(
         w = w * conditioned.to(device=pred.device, dtype=w.dtype)
     pred32, other32 = pred.float(), pred_other.float()
     ddpm = ((pred32 - target.float()) ** 2).mean()
+    if other_rows is not None:
+        rows = other_rows.to(pred.device)
+        pred32, w = pred32[rows], w[rows]
     reg = (w * _per_sample_mean((pred32 - other32.detach()) ** 2)).mean()
     commit = (w * _per_sample_mean((pred32.detach() - other32) ** 2)).mean()
     return CBDMLoss(ddpm + reg + gamma * commit, ddpm, reg, commit, float(gamma))
