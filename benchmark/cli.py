@@ -317,6 +317,12 @@ def downstream_summary(ds: dict[str, Any]) -> list[str]:
         lines.append(f"    CAS ({model}, synthetic only -> real test): {_fmt3(acc)}")
     for name, why in ds["skipped"].items():
         lines.append(f"    {name}: skipped ({why})")
+    sdm = ds.get("saliency_diversity")
+    if sdm:
+        per = ", ".join(f"{c} {_fmt3(v.get('score'))}" for c, v in sdm["by_class"].items())
+        lines.append(f"  saliency diversity (1 = as diverse and sharp as real): mean "
+                     f"{_fmt3(sdm['mean_score'])}" + (f" ({per})" if per else "")
+                     + (f"; {sdm['reason']}" if sdm.get("reason") else ""))
     return lines
 
 

@@ -141,8 +141,12 @@ def test_downstream_stage_scores_sets_resumes_and_shares_the_real_row(tmp_path, 
     syn = _split_ds(30, 3, "train")
     cfg = dataclasses.replace(TINY, epochs=1, synthetic_ratio=0.25)
     kw = dict(train=train, val=val, test=test, task=task, config=cfg, seed=0, progress=False,
-              shared_dir=tmp_path / "shared")
+              shared_dir=tmp_path / "shared", extractor=_MeanStdFeatures())
     out = dn_eval.downstream_metrics(synthetic=syn, work_dir=tmp_path / "run1", **kw)
+    # the real-only classifier's weights are kept for the saliency diversity metric
+    assert len(list((tmp_path / "shared").glob("*.weights.pt"))) == 1
+    sdm = out["saliency_diversity"]
+    assert set(sdm["by_class"]) == set(task.classes)
     assert set(out["classifiers"]) == {"real/tiny-resnet", "real+synthetic/tiny-resnet",
                                        "synthetic/tiny-resnet"}
     assert out["counts"]["synthetic_used"] == 15  # 0.25 x 60 real
@@ -162,12 +166,46 @@ def test_downstream_stage_scores_sets_resumes_and_shares_the_real_row(tmp_path, 
     monkeypatch.setattr(dn_eval, "train_classifier", no_training)
     again = dn_eval.downstream_metrics(synthetic=syn, work_dir=tmp_path / "run1", **kw)
     assert again["classifiers"] == out["classifiers"]
+    assert again["saliency_diversity"] == sdm  # same classifier, same draws
     # another run (e.g. the real-only method) finds the real row in the shared folder
     ref = dn_eval.downstream_metrics(synthetic=None, work_dir=tmp_path / "run2", **kw)
     assert ref["classifiers"] == {"real/tiny-resnet": real}
     assert ref["skipped"] == {"real+synthetic/tiny-resnet": "no synthetic images",
                               "synthetic/tiny-resnet": "no synthetic images"}
     assert ref["cas"] == {"tiny-resnet": None}
+    assert ref["saliency_diversity"]["reason"] == "no synthetic images"
+
+
+def test_saliency_diversity_in_the_stage_planted_cases(tmp_path):
+    """Synthetic images drawn like the real ones score near 1; one copied image per class has
+    zero dispersion and a low score; a class with too few images gets a reason."""
+    task = TASKS.get("phantom-cxr-finding")
+    train, val, test = _split_ds(90, 0, "train"), _split_ds(60, 1, "val"), _split_ds(60, 2, "test")
+    cfg = dataclasses.replace(TINY, epochs=2, cas=False)
+    kw = dict(train=train, val=val, test=test, task=task, config=cfg, seed=0, progress=False,
+              shared_dir=tmp_path / "shared", extractor=_MeanStdFeatures())
+    fresh = _split_ds(60, 5, "train")
+    good = dn_eval.downstream_metrics(synthetic=fresh, work_dir=tmp_path / "a", **kw)
+    first = {}
+    for i, f in enumerate(fresh["finding"]):
+        first.setdefault(f, i)
+    copies = fresh.select([first[f] for f in fresh["finding"]])  # one image per class, copied
+    bad = dn_eval.downstream_metrics(synthetic=copies, work_dir=tmp_path / "b", **kw)
+    for c in ("no_finding", "cardiomegaly", "edema"):  # the fixture's classes
+        g, b = good["saliency_diversity"]["by_class"][c], bad["saliency_diversity"]["by_class"][c]
+        assert 0.5 < g["dispersion_ratio"] < 2.0, (c, g)
+        assert b["dispersion_ratio"] == pytest.approx(0.0, abs=1e-12)
+        assert b["score"] == pytest.approx(0.0, abs=1e-6) and g["score"] > 0.5
+        assert g["n_heldout"] == sum(f == c for f in val["finding"])
+    absent = good["saliency_diversity"]["by_class"]["lung_opacity"]
+    assert absent["score"] is None and "0 synthetic image(s)" in absent["reason"]
+    assert good["saliency_diversity"]["settings"]["feature_space"] == "mean-std"
+    assert good["saliency_diversity"]["mean_score"] > 0.5
+    assert bad["saliency_diversity"]["mean_score"] == pytest.approx(0.0, abs=1e-6)
+    one = fresh.select([first["edema"]])
+    few = dn_eval.downstream_metrics(synthetic=one, work_dir=tmp_path / "c", **kw)
+    entry = few["saliency_diversity"]["by_class"]["edema"]
+    assert entry["score"] is None and "1 synthetic image(s), needs 2" in entry["reason"]
 
 
 def test_downstream_stage_rejects_findings_outside_the_task(tmp_path):

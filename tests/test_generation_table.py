@@ -13,10 +13,14 @@ from benchmark.metrics import (
     frechet_from_gram,
     generation_table,
     kid,
+    mmd2_unbiased,
     prdc,
     weighted_stats,
 )
+from benchmark.metrics.frechet import nuclear_norm
+from benchmark.metrics.kid import polynomial_kernel
 from benchmark.metrics.table import (
+    _Grams,
     _resample_counts,
     _strata_index,
     bootstrap_interval,
@@ -35,6 +39,38 @@ def test_frechet_from_gram_matches_fid(nx, ny, d):
     # (the eigh route of fid() clips round-off eigenvalues of rank-deficient covariances:
     # agreement to ~1e-7 relative there)
     assert frechet_from_gram(x @ x.T, y @ y.T, x @ y.T) == pytest.approx(fid(x, y), rel=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(40, 25), (25, 40), (30, 30), (1, 6)])
+def test_nuclear_norm_matches_svd(shape):
+    c = np.random.default_rng(shape[0]).normal(size=shape)
+    assert nuclear_norm(c) == pytest.approx(np.linalg.svd(c, compute_uv=False).sum(), rel=1e-10)
+    # rank-deficient: a rank-3 matrix has three non-zero singular values
+    lowrank = c[:, :3] @ np.random.default_rng(9).normal(size=(min(3, shape[1]), shape[1]))
+    assert nuclear_norm(lowrank) == pytest.approx(
+        np.linalg.svd(lowrank, compute_uv=False).sum(), rel=1e-6)
+
+
+def test_batched_replicate_mmd2_matches_weighted_mmd2_per_cell():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(30, 8)), rng.normal(size=(25, 8)) + 0.2
+    g = _Grams(x, y)
+    cells = [(np.arange(30), np.arange(25)), (np.arange(0, 30, 2), np.arange(1, 25, 3)),
+             (np.array([4]), np.arange(5))]
+    cx, cy = rng.integers(0, 3, 30).astype(float), rng.integers(0, 3, 25).astype(float)
+    cx[4] = 2.0  # cell 2's single real image drawn twice: no pair of distinct images
+    wx = np.zeros((30, len(cells)))
+    wy = np.zeros((25, len(cells)))
+    for u, (ix, iy) in enumerate(cells):
+        wx[ix, u], wy[iy, u] = cx[ix], cy[iy]
+    got = g.mmd2_batch(wx, wy)
+    for u, (ix, iy) in enumerate(cells[:2]):
+        kx = ix[cx[ix] > 0]
+        ky = iy[cy[iy] > 0]
+        expected = mmd2_unbiased(polynomial_kernel(x[kx], x[kx]), polynomial_kernel(y[ky], y[ky]),
+                                 polynomial_kernel(x[kx], y[ky]), cx[kx], cy[ky])
+        assert got[u] == pytest.approx(expected, rel=1e-10)
+    assert np.isnan(got[2])
 
 
 def test_weighted_routes_equal_duplicated_rows():

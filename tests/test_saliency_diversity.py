@@ -60,6 +60,10 @@ def test_coverage_matches_a_brute_force_computation():
         expected += any(np.linalg.norm(c - ref[i]) <= radius for c in cand)
     assert coverage(ref, cand, k=k) == pytest.approx(expected / len(ref))
     assert coverage(ref, ref[:5] + 100.0, k=k) == 0.0
+    # fewer candidates than k: still defined (only the reference set needs k-NN radii)
+    assert coverage(ref, ref[:2], k=k) == pytest.approx(
+        np.mean([any(np.linalg.norm(r - c) <= np.sort(np.linalg.norm(ref - r, axis=1))[k]
+                     for c in ref[:2]) for r in ref]))
 
 
 def _small_cnn(channels: int, n_classes: int) -> torch.nn.Module:

@@ -84,6 +84,10 @@ class DownstreamConfig:
             synthetic images).
         cas: also train on synthetic images only (classification accuracy score).
         min_group_size: fewest test samples for a group to enter the fairness summaries.
+        saliency_diversity: also score the saliency diversity metric per class with the
+            first backbone's real-only classifier (:mod:`benchmark.downstream.sdm`); its
+            weights are kept beside its result so later runs reuse it.
+        sdm_images_per_class: most generated and most held-out images per class in it.
         cpu_threads: torch CPU threads while training and predicting (None: torch's
             default). The tiny from-scratch models train several times faster on one thread
             than on two (measured on a busy 2-core machine), and a fixed count keeps CPU
@@ -105,6 +109,8 @@ class DownstreamConfig:
     synthetic_ratio: float | None = None
     cas: bool = True
     min_group_size: int = 10
+    saliency_diversity: bool = True
+    sdm_images_per_class: int = 200
     cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -116,7 +122,8 @@ class DownstreamConfig:
         bad = [h for h in self.feature_heads if h not in FEATURE_HEADS]
         if bad:
             raise ValueError(f"unknown feature head(s) {bad}; valid: {', '.join(FEATURE_HEADS)}")
-        for name in ("epochs", "batch_size", "patience", "knn_k", "min_group_size"):
+        for name in ("epochs", "batch_size", "patience", "knn_k", "min_group_size",
+                     "sdm_images_per_class"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"downstream {name} must be a positive integer, got {v!r}")

@@ -28,18 +28,46 @@ from typing import Any
 
 import datasets
 import numpy as np
+import torch
 
 from ..metrics.fairness import disaggregate, fairness_report
+from ..metrics.saliency import KEY_SDM
 from ..results import write_json_atomic
 from ..tasks import Task
-from .classifier import ArrayData, images_to_array, train_classifier
+from .classifier import (
+    ArrayData,
+    _normalizer,
+    _save_atomic,
+    build_backbone,
+    images_to_array,
+    train_classifier,
+)
 from .config import DownstreamConfig
 from .heads import fit_predict_head
+from .sdm import SaliencyClassifier, saliency_diversity_by_class
 
 log = logging.getLogger(__name__)
 
 #: Bump when a change here changes downstream results (invalidates stored classifier results).
 DOWNSTREAM_CODE_VERSION = "1"
+
+
+def _load_weights(path: Path, key: str, *, backbone: str, n_classes: int, in_chans: int,
+                  size: int, device: str) -> SaliencyClassifier | None:
+    """The classifier whose best weights were stored at ``path`` for ``key`` (else None)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        log.warning("ignoring unreadable classifier weights %s (%s)", path, err)
+        return None
+    if saved.get("key") != key:
+        return None
+    model = build_backbone(backbone, n_classes=n_classes, in_chans=in_chans, image_size=size,
+                           pretrained=False)
+    model.load_state_dict(saved["model"])
+    return SaliencyClassifier(model.to(device), _normalizer(model, in_chans), device)
 
 
 def task_arrays(ds: datasets.Dataset, task: Task, size: int, *, what: str,
@@ -164,6 +192,9 @@ def downstream_metrics(
     }
     digests = {"val": val_arr.digest(), "test": test_arr.digest()}
     feats: dict[str, np.ndarray] = {}
+    # the saliency diversity metric's classifier: the first backbone trained on real images
+    sdm_model = config.backbones[0] if config.saliency_diversity and config.backbones else None
+    sdm_clf: SaliencyClassifier | None = None
     for set_name, arr in sets.items():
         for model in models:
             name = f"{set_name}/{model}"
@@ -182,6 +213,18 @@ def downstream_metrics(
             shared = (Path(shared_dir) / f"{key}.json"
                       if shared_dir is not None and set_name == "real" else None)
             stored = _load_result(path, key) or (_load_result(shared, key) if shared else None)
+            keep = set_name == "real" and model == sdm_model
+            weights = (shared or path).with_suffix(".weights.pt") if keep else None
+            if stored is not None and weights is not None:
+                sdm_clf = _load_weights(weights, key, backbone=model,
+                                        n_classes=len(task.classes),
+                                        in_chans=int(real_arr.images.shape[1]), size=size,
+                                        device=device)
+                if sdm_clf is None:
+                    log.info("downstream: %s finished earlier but its weights (for the "
+                             "saliency diversity metric) are not at %s; training it again",
+                             name, weights)
+                    stored = None
             if stored is not None:
                 log.info("downstream: %s finished earlier (%s)", name, path)
                 out["classifiers"][name] = stored
@@ -220,6 +263,9 @@ def downstream_metrics(
                                        work_dir=work_dir / stem, device=device,
                                        progress=progress)
                 proba = clf.predict_proba(test_arr.images)
+                if weights is not None:
+                    _save_atomic({"key": key, "model": clf.model.state_dict()}, weights)
+                    sdm_clf = SaliencyClassifier(clf.model, clf.norm, clf.device)
                 result["kind"] = "cnn"
                 result["training"] = {"best_epoch": clf.best_epoch,
                                       "best_val_accuracy": clf.best_val_accuracy,
@@ -235,4 +281,15 @@ def downstream_metrics(
             out["classifiers"][name] = result
             if set_name == "synthetic":
                 out["cas"][model] = result["test"]["accuracy"]
+    if sdm_model is not None:
+        if len(syn_arr) == 0:
+            out[KEY_SDM] = {"by_class": {}, "mean_score": None, "reason": "no synthetic images"}
+        else:
+            assert sdm_clf is not None
+            out[KEY_SDM] = saliency_diversity_by_class(
+                classifier=sdm_clf, task=task, synthetic=syn_used, synthetic_arr=syn_arr,
+                test=test, test_arr=test_arr, val=val, val_arr=val_arr, extractor=extractor,
+                cache=cache, images_per_class=config.sdm_images_per_class, seed=seed,
+                batch_size=feature_batch_size, cpu_threads=config.cpu_threads,
+                progress=progress)
     return out

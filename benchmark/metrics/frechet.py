@@ -292,6 +292,25 @@ def weighted_stats(features: np.ndarray, weights: np.ndarray | None = None
     return mu, z.T @ z / (n - 1.0)
 
 
+def nuclear_norm(c: np.ndarray) -> float:
+    """Sum of the singular values of ``c`` (m, n), as the sum of the square roots of the
+    eigenvalues of the smaller of ``c^T c`` and ``c c^T`` (symmetric PSD; round-off
+    negatives clipped to 0).
+
+    Same value as ``np.linalg.svd(c, compute_uv=False).sum()`` (tested), about twice as fast
+    on square matrices: a matrix product and a values-only symmetric eigensolver instead of a
+    bidiagonalisation. Squaring costs accuracy only in singular values below ~1e-7 of the
+    largest, whose share of the sum is of that order.
+    """
+    gram = c.T @ c if c.shape[0] >= c.shape[1] else c @ c.T
+    ev = np.linalg.eigvalsh(gram)
+    # Eigenvalues within the solver's round-off of 0 (|error| ~ n eps max(ev)) are zero
+    # singular values (a centred Gram has at least one): their square roots would add
+    # ~sqrt(n eps) max(sv) each, so they are dropped.
+    tol = max(float(ev[-1]), 0.0) * gram.shape[0] * np.finfo(np.float64).eps * 4.0
+    return float(np.sqrt(ev[ev > tol]).sum())
+
+
 def frechet_from_gram(
     gxx: np.ndarray,
     gyy: np.ndarray,
@@ -331,6 +350,6 @@ def frechet_from_gram(
     c = gxy - gy_p[:, None] - px_g[None, :] + cross_mu
     c *= np.sqrt(wx)[:, None]
     c *= np.sqrt(wy)[None, :]
-    nuclear = float(np.linalg.svd(c, compute_uv=False).sum())
+    nuclear = nuclear_norm(c)
     value = mean_term + tr_x + tr_y - 2.0 * nuclear / np.sqrt((nx - 1.0) * (ny - 1.0))
     return max(value, 0.0)

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .prdc import prdc
+from .prdc import kth_nn_sq_radius, sq_distances
 
 #: Result keys.
 KEY_SDM = "saliency_diversity"
@@ -125,12 +125,18 @@ def salient_sharpness(images: np.ndarray, saliency: np.ndarray) -> float:
 def coverage(reference: np.ndarray, candidate: np.ndarray, *, k: int = 5) -> float:
     """Coverage of Naeem et al. (2020): the fraction of reference points whose k-NN ball
     (radius to their k-th nearest other reference point) holds at least one candidate.
-    The one definition is :func:`benchmark.metrics.prdc.prdc`; this names the argument order
-    used here (reference = real)."""
-    if len(reference) <= k:
-        raise ValueError(f"coverage needs more than k={k} reference samples, got "
-                         f"{len(reference)}")
-    return float(prdc(reference, candidate, k=k).coverage)
+    The same k-NN radii and closed balls as :func:`benchmark.metrics.prdc.prdc`'s coverage,
+    without the candidate set's own radii (which ``prdc`` needs for recall), so a candidate set
+    of any size >= 1 is scored (reference = real)."""
+    x = np.asarray(reference, dtype=np.float64)
+    y = np.asarray(candidate, dtype=np.float64)
+    if len(x) <= k:
+        raise ValueError(f"coverage needs more than k={k} reference samples, got {len(x)}")
+    if len(y) == 0 or y.ndim != 2 or y.shape[1] != x.shape[1]:
+        raise ValueError(f"candidate features must be (M >= 1, {x.shape[1]}), got {y.shape}")
+    nx, ny = (x * x).sum(1), (y * y).sum(1)
+    radius = kth_nn_sq_radius(sq_distances(nx, nx, x @ x.T), k)
+    return float(np.mean(sq_distances(nx, ny, x @ y.T).min(axis=1) <= radius))
 
 
 @dataclass(frozen=True)

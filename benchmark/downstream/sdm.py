@@ -1,0 +1,134 @@
+"""The saliency diversity metric (SDM) of a run, per class, with the task's real classifier.
+
+The metric itself (formula, reference, choices) is :func:`benchmark.metrics.saliency.
+saliency_diversity`. This module picks its inputs for a run:
+
+- classifier: the downstream stage's classifier trained on the real training split (its first
+  CNN backbone), i.e. the task's classifier, never one that saw synthetic images; its
+  gradient saliency is taken at its own input size (``DownstreamConfig.image_size``, else the
+  task's), where the dispersion and sharpness are measured too;
+- generated set G: the run's synthetic images of the class;
+- reference set R (coverage target): the real test images of the class, the set the other
+  generation metrics compare to;
+- held-out set H (the scale): the real validation images of the class, disjoint from R and
+  from the training split;
+- feature space of the coverage: the extractor given, in a run InceptionV3 pool3 features
+  (cached with the generation metrics', so G and R cost nothing extra).
+
+G and H are seeded random subsets of at most ``DownstreamConfig.sdm_images_per_class``
+images each. A class without enough images on a side gets ``score = None`` and a reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from ..metrics.saliency import KEY_SDM, saliency_diversity
+from ..tasks import Task
+from .classifier import ArrayData, torch_threads
+
+log = logging.getLogger(__name__)
+
+#: Fewest images of a class in G and H (a variance needs 2) and in R (coverage needs k + 1).
+MIN_SET = 2
+SDM_K = 5
+
+
+class SaliencyClassifier:
+    """A trained downstream classifier as the float-in-[0, 1] -> logits callable that
+    :func:`~benchmark.metrics.saliency.gradient_saliency` differentiates (the classifier's own
+    input normalisation applied inside)."""
+
+    def __init__(self, model: torch.nn.Module, norm: tuple[torch.Tensor, torch.Tensor],
+                 device: torch.device | str):
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.mean, self.std = (t.to(self.device) for t in norm)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device)
+        return self.model((x - self.mean) / self.std).float().cpu()
+
+
+def _hwc(images: np.ndarray) -> list[np.ndarray]:
+    """(N, C, S, S) uint8 -> list of (S, S) or (S, S, C) arrays."""
+    return [im[0] if im.shape[0] == 1 else im.transpose(1, 2, 0) for im in images]
+
+
+def _features(ds: datasets.Dataset, rows: np.ndarray, task: Task, extractor: Any, cache: Any,
+              batch_size: int, progress: bool) -> np.ndarray:
+    mode = "L" if task.channels == 1 else "RGB"
+    arrays = [np.asarray(ds[int(i)]["image"].convert(mode)) for i in rows]
+    return extractor.extract(arrays, cache=cache, batch_size=batch_size, progress=progress)
+
+
+def _draw(idx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    return idx if len(idx) <= n else np.sort(rng.choice(idx, size=n, replace=False))
+
+
+def saliency_diversity_by_class(
+    *,
+    classifier: SaliencyClassifier,
+    task: Task,
+    synthetic: datasets.Dataset,
+    synthetic_arr: ArrayData,
+    test: datasets.Dataset,
+    test_arr: ArrayData,
+    val: datasets.Dataset,
+    val_arr: ArrayData,
+    extractor: Any,
+    cache: Any = None,
+    images_per_class: int = 200,
+    seed: int = 0,
+    batch_size: int = 24,
+    cpu_threads: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``{"by_class": {class: SaliencyDiversity.as_dict() | {"score": None, "reason"}},
+    "mean_score": mean over the classes with a score, "settings": {...}}``.
+
+    The ``*_arr`` arguments are the datasets as the classifier sees them (resized uint8,
+    same row order as the datasets)."""
+    settings = {"classifier": "downstream real-only classifier",
+                "feature_space": getattr(extractor, "name", None),
+                "reference": "real test", "heldout": "real val", "k": SDM_K,
+                "images_per_class": images_per_class, "image_size": int(test_arr.images.shape[-1])}
+    if extractor is None:
+        return {"by_class": {}, "mean_score": None, "settings": settings,
+                "reason": "the InceptionV3 feature extractor is unavailable"}
+    rng = np.random.default_rng(seed + 3)
+    by_class: dict[str, Any] = {}
+    for c, name in enumerate(task.classes):
+        g_idx = _draw(np.flatnonzero(synthetic_arr.labels == c), images_per_class, rng)
+        h_idx = _draw(np.flatnonzero(val_arr.labels == c), images_per_class, rng)
+        r_idx = np.flatnonzero(test_arr.labels == c)
+        short = [f"{len(ix)} {side} image(s), needs {need}" for ix, side, need in (
+            (g_idx, "synthetic", MIN_SET), (h_idx, "held-out real (val)", MIN_SET),
+            (r_idx, "reference real (test)", SDM_K + 1)) if len(ix) < need]
+        if short:
+            by_class[name] = {"score": None, "reason": "; ".join(short),
+                              "n_generated": len(g_idx), "n_heldout": len(h_idx),
+                              "n_reference": len(r_idx)}
+            continue
+        feats = {side: _features(ds, ix, task, extractor, cache, batch_size, progress)
+                 for side, ds, ix in (("g", synthetic, g_idx), ("h", val, h_idx),
+                                      ("r", test, r_idx))}
+        with torch_threads(cpu_threads):
+            res = saliency_diversity(
+                generated=_hwc(synthetic_arr.images[g_idx]), heldout=_hwc(val_arr.images[h_idx]),
+                generated_features=feats["g"], reference_features=feats["r"],
+                heldout_features=feats["h"], classifier=classifier, target=c, k=SDM_K)
+        by_class[name] = res.as_dict()
+        if res.score is None:
+            by_class[name]["reason"] = "a held-out real quantity is 0 (nothing to scale by)"
+        log.info("%s %s: %s", KEY_SDM, name, "undefined" if res.score is None else
+                 f"{res.score:.3f} (coverage {res.coverage_ratio:.3f}, dispersion "
+                 f"{res.dispersion_ratio:.3f}, sharpness {res.sharpness_ratio:.3f})")
+    scores = [v["score"] for v in by_class.values() if v.get("score") is not None]
+    return {"by_class": by_class, "mean_score": float(np.mean(scores)) if scores else None,
+            "settings": settings}
