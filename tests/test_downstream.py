@@ -244,3 +244,39 @@ def test_feature_heads_in_the_stage_use_the_extractor_once_per_split(tmp_path):
     # brightness encodes the class, so k-NN on the mean is nearly perfect
     assert knn["test"]["accuracy"] >= 0.9
     assert set(out["cas"]) == {"knn"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,timm_name,first_conv", [
+    ("resnet50", "resnet50", "conv1.weight"),
+    ("efficientnet-b0", "efficientnet_b0", "conv_stem.weight"),
+    ("vit-b16", "vit_base_patch16_224", "patch_embed.proj.weight"),
+])
+def test_paper_backbones_load_pretrained_weights_from_the_local_cache(
+        tmp_path, monkeypatch, name, timm_name, first_conv):
+    """The paper profile's backbones read ImageNet weights from the HF hub cache (never the
+    network): a checkpoint planted there (random values, the published format: 1000 classes,
+    RGB) is what the grayscale classifier starts from (timm sums the first layer over RGB)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+    from timm.models import get_pretrained_cfg
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path / "torchhub"))
+    repo = get_pretrained_cfg(timm_name).hf_hub_id
+    torch.manual_seed(0)
+    published = timm.create_model(timm_name, pretrained=False).state_dict()
+    snap = hub / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in published.items()}, snap / "model.safetensors")
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("0" * 40)
+
+    model = build_backbone(name, n_classes=2, in_chans=1, image_size=32, pretrained=True)
+    got = model.state_dict()[first_conv]
+    assert torch.allclose(got, published[first_conv].sum(dim=1, keepdim=True), atol=1e-5)
+    model.eval()
+    with torch.inference_mode():
+        assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 2)
