@@ -188,7 +188,8 @@ def generation_metrics(
                          progress=progress)
         feats[name] = (f_r, f_s)
         out.update(generation_table(f_r, f_s, FEATURE_SPACES.get(name), groupings=groups,
-                                    strata=strata, settings=settings, progress=progress))
+                                    strata=strata, settings=settings, progress=progress,
+                                    device=device if device.startswith("cuda") else None))
 
     fns, missing = dissimilarities(device)
     for why in missing.values():

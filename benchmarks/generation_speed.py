@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/generation_speed.py [--images 48] [--batch-size 24] [--n 5000]
                                           [--resamples 100] [--skip-extraction]
+                                          [--device cuda]
 
 Prints three figures:
 
@@ -137,7 +138,7 @@ def synthetic_features(n: int, d: int, seed: int, shift: float) -> np.ndarray:
     return np.abs(z @ basis + 0.3 * rng.normal(size=(n, d)))
 
 
-def bench_metrics(n: int, resamples: int) -> None:
+def bench_metrics(n: int, resamples: int, device: str | None = None) -> None:
     d = 2048
     x, y = synthetic_features(n, d, 2, 0.0), synthetic_features(n, d, 3, 0.1)
     rng = np.random.default_rng(4)
@@ -149,17 +150,18 @@ def bench_metrics(n: int, resamples: int) -> None:
     groups = {"sex": sex, "age_group": age, "sex x age_group": inter}
     space = FEATURE_SPACES.get("inception")
     print(f"3. metrics on {n} + {n} cached {d}-d features, groupings sex (2), age_group (4), "
-          "sex x age_group (8): 15 group cells + overall")
+          f"sex x age_group (8): 15 group cells + overall; Fréchet/bootstrap linear algebra on "
+          f"{device or 'the CPU (numpy)'}")
     t0, c0 = time.perf_counter(), time.process_time()
     generation_table(x, y, space, groupings=groups, strata=inter,
-                     settings=TableSettings(bootstrap_resamples=0))
+                     settings=TableSettings(bootstrap_resamples=0), device=device)
     t_point, c_point = time.perf_counter() - t0, time.process_time() - c0
     print(f"   all metrics, no bootstrap (Gram matrices, FID, KID 100 subsets, PRDC k-NN): "
           f"{t_point:.1f} s wall, {c_point:.1f} s CPU", flush=True)
     probe = min(resamples, 3)
     t0, c0 = time.perf_counter(), time.process_time()
     generation_table(x, y, space, groupings=groups, strata=inter,
-                     settings=TableSettings(bootstrap_resamples=probe))
+                     settings=TableSettings(bootstrap_resamples=probe), device=device)
     per = (time.perf_counter() - t0 - t_point) / probe
     per_cpu = (time.process_time() - c0 - c_point) / probe
     total = t_point + per * resamples
@@ -178,11 +180,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--resamples", type=int, default=100)
     ap.add_argument("--skip-extraction", action="store_true")
+    ap.add_argument("--device", default=None,
+                    help="torch device for the Fréchet distances and the bootstrap (e.g. cuda); "
+                         "default: numpy on the CPU")
     args = ap.parse_args()
     if not args.skip_extraction:
         bench_extraction(args.images, args.batch_size, args.rounds)
     bench_cached(args.n)
-    bench_metrics(args.n, args.resamples)
+    bench_metrics(args.n, args.resamples, args.device)
 
 
 if __name__ == "__main__":

@@ -205,3 +205,28 @@ def test_other_spaces_never_report_fid():
     assert {"fd_oracle_test", "kd_oracle_test", "precision_oracle_test",
             "fd_oracle_test_by_group", "fd_oracle_test_variance",
             "es_fd_oracle_test"} <= set(out)
+
+
+def test_torch_backend_gives_the_numpy_numbers():
+    """The Fréchet distances and replicate MMD^2 in torch (the GPU path; here on the CPU)
+    equal numpy's: point values, groups, summaries and bootstrap intervals. Sizes take both
+    routes: cells smaller than d (Gram) and larger (covariance)."""
+    rng = np.random.default_rng(3)
+    d = 25  # overall (40 and 36 rows) by covariances, groups (~20 rows) by Gram matrices
+    x, y = rng.normal(size=(40, d)), rng.normal(size=(36, d)) * 1.1 + 0.2
+    sex = (rng.choice(["f", "m"], 40).tolist(), rng.choice(["f", "m"], 36).tolist())
+    s = TableSettings(bootstrap_resamples=8, kid_subsets=4, prdc_k=3, seed=1)
+    kw = dict(groupings={"sex": sex}, strata=sex, settings=s)
+    ref = generation_table(x, y, INCEPTION, **kw)
+    got = generation_table(x, y, INCEPTION, device="cpu", **kw)
+
+    def flat(entry):
+        return {k: v for k, v in entry.items() if isinstance(v, float)}
+
+    assert flat(got["fid"]) == pytest.approx(flat(ref["fid"]), rel=1e-9)
+    assert set(flat(ref["fid"])) >= {"value", "ci_low", "ci_high"}
+    assert flat(got["kid"]) == pytest.approx(flat(ref["kid"]), rel=1e-9, abs=1e-12)
+    for g in ("f", "m"):
+        assert flat(got["fid_by_group"]["sex"][g]) == pytest.approx(
+            flat(ref["fid_by_group"]["sex"][g]), rel=1e-9)
+    assert flat(got["es_fid"]["sex"]) == pytest.approx(flat(ref["es_fid"]["sex"]), rel=1e-9)

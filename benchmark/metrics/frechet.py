@@ -44,6 +44,19 @@ def _as_stats(mu: Any, sigma: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
+def array_namespace(a: Any) -> Any:
+    """``numpy`` for arrays, ``torch`` for tensors: the fast routes below (used hundreds of
+    times by the bootstrap) are written once with operations both share, so the same code
+    runs on the CPU with numpy or on a GPU with torch."""
+    if isinstance(a, np.ndarray):
+        return np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return torch
+    raise TypeError(f"expected a numpy array or a torch tensor, got {type(a).__name__}")
+
+
 def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """Tr((S1 S2)^{1/2}) as sum(sqrt(eig(S1^{1/2} S2 S1^{1/2}))).
 
@@ -51,11 +64,12 @@ def _trace_sqrt_product_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     eigenvalues (>= 0); a symmetric eigensolver is stable on rank-deficient covariances and
     never yields complex values. Round-off negatives are clipped to 0.
     """
-    w, v = np.linalg.eigh(sigma1)
-    root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    xp = array_namespace(sigma1)
+    w, v = xp.linalg.eigh(sigma1)
+    root1 = (v * w.clip(min=0.0) ** 0.5) @ v.T
     m = root1 @ sigma2 @ root1
-    ev = np.linalg.eigvalsh((m + m.T) / 2.0)
-    return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+    ev = xp.linalg.eigvalsh((m + m.T) / 2.0)
+    return float((ev.clip(min=0.0) ** 0.5).sum())
 
 
 def _trace_sqrt_product_cholesky(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
@@ -66,13 +80,14 @@ def _trace_sqrt_product_cholesky(sigma1: np.ndarray, sigma2: np.ndarray) -> floa
     product_eigh`'s full eigendecomposition. Needs S1 positive definite (more images than
     dimensions); otherwise it falls back to the eigh route.
     """
+    xp = array_namespace(sigma1)
     try:
-        chol = np.linalg.cholesky(sigma1)
-    except np.linalg.LinAlgError:
+        chol = xp.linalg.cholesky(sigma1)
+    except (np.linalg.LinAlgError, RuntimeError):  # torch's LinAlgError is a RuntimeError
         return _trace_sqrt_product_eigh(sigma1, sigma2)
     m = chol.T @ sigma2 @ chol
-    ev = np.linalg.eigvalsh((m + m.T) / 2.0)
-    return float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+    ev = xp.linalg.eigvalsh((m + m.T) / 2.0)
+    return float((ev.clip(min=0.0) ** 0.5).sum())
 
 
 def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float) -> float:
@@ -150,9 +165,20 @@ def frechet_distance(
         tr_covmean = _trace_sqrt_product_sqrtm(sigma1, sigma2, eps)
     else:
         raise ValueError(f"unknown method {method!r}; expected 'eigh', 'cholesky' or 'sqrtm'")
+    return _assemble(mu1, sigma1, mu2, sigma2, tr_covmean)
+
+
+def _assemble(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, tr_covmean: float) -> float:
     diff = mu1 - mu2
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    value = float(diff @ diff + sigma1.diagonal().sum() + sigma2.diagonal().sum()
+                  - 2.0 * tr_covmean)
     return max(value, 0.0)
+
+
+def frechet_from_stats_fast(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
+    """:func:`frechet_distance` with ``method="cholesky"`` and no input checks, on numpy
+    arrays or torch tensors (any device): the bootstrap's covariance route."""
+    return _assemble(mu1, sigma1, mu2, sigma2, _trace_sqrt_product_cholesky(sigma1, sigma2))
 
 
 def feature_stats(features: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -277,22 +303,33 @@ def fid_variance(group_fids: Mapping[Hashable, GroupFID]) -> float | None:
 # than the feature dimension.
 
 
-def weighted_stats(features: np.ndarray, weights: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _weights(w: Any, like: Any, n: int) -> Any:
+    """Row weights as an array/tensor of ``like``'s kind (ones when None)."""
+    if isinstance(like, np.ndarray):
+        return np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
+    return like.new_ones(n) if w is None else w.to(like.dtype)
+
+
+def weighted_stats(features: Any, weights: Any = None) -> tuple[Any, Any]:
     """Mean and unbiased covariance of rows where row i counts ``weights[i]`` times:
     ``mu = sum w_i x_i / n``, ``S = sum w_i (x_i - mu)(x_i - mu)^T / (n - 1)``, n = sum w.
-    With unit weights this equals :func:`feature_stats`."""
-    f = np.asarray(features, dtype=np.float64)
-    w = np.ones(f.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    n = w.sum()
+    With unit weights this equals :func:`feature_stats`. Numpy in, numpy out (float64);
+    torch tensors stay torch tensors on their device."""
+    f = features if _is_tensor(features) else np.asarray(features, dtype=np.float64)
+    w = _weights(weights, f, f.shape[0])
+    n = float(w.sum())
     if n < MIN_IMAGES:
         raise ValueError(f"FID statistics need at least {MIN_IMAGES} feature rows, got {n:g}")
     mu = w @ f / n
-    z = (f - mu) * np.sqrt(w)[:, None]
+    z = (f - mu) * (w ** 0.5)[:, None]
     return mu, z.T @ z / (n - 1.0)
 
 
-def nuclear_norm(c: np.ndarray) -> float:
+def _is_tensor(a: Any) -> bool:
+    return type(a).__module__.split(".")[0] == "torch"
+
+
+def nuclear_norm(c: Any) -> float:
     """Sum of the singular values of ``c`` (m, n), as the sum of the square roots of the
     eigenvalues of the smaller of ``c^T c`` and ``c c^T`` (symmetric PSD; round-off
     negatives clipped to 0).
@@ -303,20 +340,20 @@ def nuclear_norm(c: np.ndarray) -> float:
     largest, whose share of the sum is of that order.
     """
     gram = c.T @ c if c.shape[0] >= c.shape[1] else c @ c.T
-    ev = np.linalg.eigvalsh(gram)
+    ev = array_namespace(c).linalg.eigvalsh(gram)
     # Eigenvalues within the solver's round-off of 0 (|error| ~ n eps max(ev)) are zero
     # singular values (a centred Gram has at least one): their square roots would add
     # ~sqrt(n eps) max(sv) each, so they are dropped.
     tol = max(float(ev[-1]), 0.0) * gram.shape[0] * np.finfo(np.float64).eps * 4.0
-    return float(np.sqrt(ev[ev > tol]).sum())
+    return float((ev[ev > tol] ** 0.5).sum())
 
 
 def frechet_from_gram(
-    gxx: np.ndarray,
-    gyy: np.ndarray,
-    gxy: np.ndarray,
-    wx: np.ndarray | None = None,
-    wy: np.ndarray | None = None,
+    gxx: Any,
+    gyy: Any,
+    gxy: Any,
+    wx: Any = None,
+    wy: Any = None,
 ) -> float:
     """The Fréchet distance of two sets of rows from their dot products only.
 
@@ -333,9 +370,8 @@ def frechet_from_gram(
     a singular value decomposition of the (m_x, m_y) matrix instead of d x d square roots.
     """
     m, n = gxx.shape[0], gyy.shape[0]
-    wx = np.ones(m) if wx is None else np.asarray(wx, dtype=np.float64)
-    wy = np.ones(n) if wy is None else np.asarray(wy, dtype=np.float64)
-    nx, ny = wx.sum(), wy.sum()
+    wx, wy = _weights(wx, gxx, m), _weights(wy, gyy, n)
+    nx, ny = float(wx.sum()), float(wy.sum())
     if nx < MIN_IMAGES or ny < MIN_IMAGES:
         raise ValueError(f"FID statistics need at least {MIN_IMAGES} rows on each side")
     px, py = wx / nx, wy / ny
@@ -345,11 +381,11 @@ def frechet_from_gram(
     sq_x = float(px @ gxx @ px)
     sq_y = float(py @ gyy @ py)
     mean_term = sq_x + sq_y - 2.0 * cross_mu
-    tr_x = (float(wx @ np.diagonal(gxx)) - nx * sq_x) / (nx - 1.0)
-    tr_y = (float(wy @ np.diagonal(gyy)) - ny * sq_y) / (ny - 1.0)
+    tr_x = (float(wx @ gxx.diagonal()) - nx * sq_x) / (nx - 1.0)
+    tr_y = (float(wy @ gyy.diagonal()) - ny * sq_y) / (ny - 1.0)
     c = gxy - gy_p[:, None] - px_g[None, :] + cross_mu
-    c *= np.sqrt(wx)[:, None]
-    c *= np.sqrt(wy)[None, :]
+    c *= (wx ** 0.5)[:, None]
+    c *= (wy ** 0.5)[None, :]
     nuclear = nuclear_norm(c)
-    value = mean_term + tr_x + tr_y - 2.0 * nuclear / np.sqrt((nx - 1.0) * (ny - 1.0))
+    value = mean_term + tr_x + tr_y - 2.0 * nuclear / ((nx - 1.0) * (ny - 1.0)) ** 0.5
     return max(value, 0.0)

@@ -33,7 +33,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .frechet import MIN_IMAGES, frechet_distance, frechet_from_gram, weighted_stats
+from .frechet import (
+    MIN_IMAGES,
+    frechet_from_gram,
+    frechet_from_stats_fast,
+    weighted_stats,
+)
 from .kid import KID_SUBSET_SIZE, KID_SUBSETS, kernel_from_gram, kid_from_kernels
 from .prdc import PRDC_K, PRDCPoints, prdc_from_points, prdc_points, sq_distances
 from .spaces import (
@@ -131,26 +136,64 @@ class _Unit:
     prdc: PRDCPoints | None = None
 
 
-def _take(m: np.ndarray, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
-    """``m[np.ix_(ix, iy)]``, without the copy when the (sorted, unique) indices are all rows
-    and columns."""
+def _take(m: Any, ix: Any, iy: Any) -> Any:
+    """``m[np.ix_(ix, iy)]`` (numpy array or torch tensor), without the copy when the
+    (sorted, unique) indices are all rows and columns."""
     if len(ix) == m.shape[0] and len(iy) == m.shape[1]:
         return m
-    return m[np.ix_(ix, iy)]
+    if isinstance(m, np.ndarray):
+        return m[np.ix_(ix, iy)]
+    return m[ix[:, None], iy[None, :]]
+
+
+class _LinalgSide:
+    """Features, Gram and kernel matrices as numpy arrays or as torch float64 tensors on one
+    device: what the Fréchet distances and the replicate MMD^2 read."""
+
+    def __init__(self, x: Any, y: Any, d: int):
+        self.x, self.y = x, y
+        self.gxx, self.gyy, self.gxy = x @ x.T, y @ y.T, x @ y.T
+        self.kxx = kernel_from_gram(self.gxx, d)
+        self.kyy = kernel_from_gram(self.gyy, d)
+        self.kxy = kernel_from_gram(self.gxy, d)
+        self.kxx_diag = self.kxx.diagonal() * 1.0  # a copy (numpy and torch alike)
+        self.kyy_diag = self.kyy.diagonal() * 1.0
 
 
 class _Grams:
-    """Features and their Gram matrices (float64), computed once."""
+    """Features and their Gram matrices (float64), computed once.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self.x, self.y = x, y
+    With ``device`` (a torch device such as ``"cuda"``) the Fréchet distances (point and
+    replicates) and the replicate MMD^2 run in torch on that device; the numpy copies serve
+    KID's subsets and the k-NN metrics. Without it everything is numpy on the CPU (faster
+    than torch on a few CPU cores, measured). The formulas are the same functions either way.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, device: str | None = None):
         self.d = x.shape[1]
-        self.gxx, self.gyy, self.gxy = x @ x.T, y @ y.T, x @ y.T
-        self.kxx = kernel_from_gram(self.gxx, self.d)
-        self.kyy = kernel_from_gram(self.gyy, self.d)
-        self.kxy = kernel_from_gram(self.gxy, self.d)
-        self.kxx_diag = np.diagonal(self.kxx).copy()
-        self.kyy_diag = np.diagonal(self.kyy).copy()
+        self.device = device
+        if device is None:
+            self.la = _LinalgSide(x, y, self.d)
+            host = self.la
+        else:
+            import torch
+
+            to = {"dtype": torch.float64, "device": device}
+            self.la = _LinalgSide(torch.as_tensor(x, **to), torch.as_tensor(y, **to), self.d)
+            host = _LinalgSide.__new__(_LinalgSide)
+            for name in ("gxx", "gyy", "gxy", "kxx", "kyy", "kxy", "kxx_diag", "kyy_diag"):
+                setattr(host, name, getattr(self.la, name).cpu().numpy())
+        self.x, self.y = x, y
+        self.gxx, self.gyy, self.gxy = host.gxx, host.gyy, host.gxy
+        self.kxx, self.kyy, self.kxy = host.kxx, host.kyy, host.kxy
+
+    def _on(self, a: np.ndarray, *, index: bool = False) -> Any:
+        if self.device is None:
+            return a
+        import torch
+
+        return torch.as_tensor(a, dtype=torch.int64 if index else torch.float64,
+                               device=self.device)
 
     def frechet(self, ix: np.ndarray, iy: np.ndarray, wx: np.ndarray | None = None,
                 wy: np.ndarray | None = None) -> float:
@@ -159,11 +202,15 @@ class _Grams:
         if wx is not None:
             keep_x, keep_y = wx > 0, wy > 0
             ix, wx, iy, wy = ix[keep_x], wx[keep_x], iy[keep_y], wy[keep_y]
+        la = self.la
+        jx, jy = self._on(ix, index=True), self._on(iy, index=True)
+        vx = None if wx is None else self._on(wx)
+        vy = None if wy is None else self._on(wy)
         if min(len(ix), len(iy)) <= self.d:
-            return frechet_from_gram(_take(self.gxx, ix, ix), _take(self.gyy, iy, iy),
-                                     _take(self.gxy, ix, iy), wx, wy)
-        return frechet_distance(*weighted_stats(self.x[ix], wx), *weighted_stats(self.y[iy], wy),
-                                method="cholesky")
+            return frechet_from_gram(_take(la.gxx, jx, jx), _take(la.gyy, jy, jy),
+                                     _take(la.gxy, jx, jy), vx, vy)
+        return frechet_from_stats_fast(*weighted_stats(la.x[jx], vx),
+                                       *weighted_stats(la.y[jy], vy))
 
     def mmd2_batch(self, wx: np.ndarray, wy: np.ndarray) -> np.ndarray:
         """The unbiased MMD^2 (:func:`~benchmark.metrics.kid.mmd2_unbiased`'s weighted form)
@@ -171,16 +218,22 @@ class _Grams:
         rows of cell u (zero outside it). Three matrix products for all cells instead of
         three submatrix copies per cell; NaN where a side has fewer than 2 rows in all
         (a resample that drew one distinct image)."""
-        def within(k: np.ndarray, diag: np.ndarray, w: np.ndarray) -> np.ndarray:
+        la = self.la
+        wx, wy = self._on(wx), self._on(wy)
+
+        def within(k: Any, diag: Any, w: Any) -> Any:
             pairs = w.sum(0) ** 2 - (w * w).sum(0)
             total = (w * (k @ w)).sum(0) - diag @ (w * w)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return np.where(pairs > 0, total / np.where(pairs > 0, pairs, 1.0), np.nan)
+            return total / pairs  # pairs = 0: +-inf or NaN, set to NaN below
 
         with np.errstate(divide="ignore", invalid="ignore"):
-            cross = (wx * (self.kxy @ wy)).sum(0) / (wx.sum(0) * wy.sum(0))
-        return (within(self.kxx, self.kxx_diag, wx) + within(self.kyy, self.kyy_diag, wy)
-                - 2.0 * cross)
+            out = (within(la.kxx, la.kxx_diag, wx) + within(la.kyy, la.kyy_diag, wy)
+                   - 2.0 * (wx * (la.kxy @ wy)).sum(0) / (wx.sum(0) * wy.sum(0)))
+            pairs_ok = ((wx.sum(0) ** 2 - (wx * wx).sum(0) > 0)
+                        & (wy.sum(0) ** 2 - (wy * wy).sum(0) > 0))
+        if self.device is not None:
+            out, pairs_ok = out.cpu().numpy(), pairs_ok.cpu().numpy()
+        return np.where(pairs_ok, out, np.nan)
 
 
 def _score_unit(g: _Grams, unit: _Unit, s: TableSettings, space: FeatureSpace) -> None:
@@ -291,6 +344,7 @@ def generation_table(
     strata: tuple[Sequence[Hashable], Sequence[Hashable]] | None = None,
     settings: TableSettings = TableSettings(),
     progress: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Every distribution metric of one feature space: overall, per group, summaries, CIs.
 
@@ -303,6 +357,10 @@ def generation_table(
         strata: bootstrap strata labels (real, synthetic); every group of every grouping must
             be a union of strata (pass the finest intersection). Default: no stratification.
         settings: see :class:`TableSettings`.
+        device: a torch device (``"cuda"``) for the Fréchet distances and the bootstrap's
+            MMD^2; None (default): numpy on the CPU. The numbers agree to round-off (tested
+            with torch on the CPU); on a GPU the bootstrap of 5,000-image sets, bound by
+            2048 x 2048 eigenvalue problems on the CPU, takes a fraction of the time.
 
     Returns:
         A dict of result keys (``fid``, ``fid_by_group``, ``fid_variance``, ``es_fid``,
@@ -319,7 +377,7 @@ def generation_table(
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} features have non-finite values")
     s = settings
-    g = _Grams(x, y)
+    g = _Grams(x, y, device)
     units = [_Unit(ALL, ALL, np.arange(len(x)), np.arange(len(y)), {}, {}, {})]
     for gname, (lx, ly) in groupings.items():
         if len(lx) != len(x) or len(ly) != len(y):
