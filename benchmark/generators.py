@@ -165,6 +165,8 @@ class Generator(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     default_config: ClassVar[Mapping[str, Any]] = {}
+    #: Show progress bars in fit/sample; the runner sets it (False under ``--quiet``).
+    progress: bool = True
 
     def __init__(self, config: Mapping[str, Any] | None = None):
         config = dict(config or {})

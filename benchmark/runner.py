@@ -190,6 +190,7 @@ def run(
     gen_cls = GENERATORS.get(method)
     prof = PROFILES.get(profile)
     generator = gen_cls(method_config)
+    generator.progress = progress
     device = pick_device()
     spaces = feature_extractors(task_obj, device=device, profile=prof.name)
     cache = feature_cache if feature_cache is not None else default_cache()
@@ -211,6 +212,7 @@ def run(
     if ckpt_done.is_file() and ckpt_done.read_text() == chash:
         log.info("resuming: loading the fitted generator from %s", ckpt)
         generator = timer("fit", lambda: gen_cls.load(ckpt))
+        generator.progress = progress
     else:
         ckpt_done.unlink(missing_ok=True)
         ctx = FitContext(task=task_obj, profile=profile, seed=seed, device=device,

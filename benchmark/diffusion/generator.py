@@ -103,7 +103,6 @@ class DiffusionGenerator(Generator, TrainingHooks):
         self.resolved: dict[str, Any] = {}
         self.device = "cpu"
         self.sample_cache: Path | None = None
-        self.progress = True
 
     # -- options ----------------------------------------------------------------------------
     def resolve(self, profile: str) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def _hwc(images: np.ndarray) -> list[np.ndarray]:
 def _features(ds: datasets.Dataset, rows: np.ndarray, task: Task, extractor: Any, cache: Any,
               batch_size: int, progress: bool) -> np.ndarray:
     mode = "L" if task.channels == 1 else "RGB"
-    arrays = [np.asarray(ds[int(i)]["image"].convert(mode)) for i in rows]
+    arrays = [np.asarray(im.convert(mode)) for im in ds.select(rows.tolist())["image"]]
     return extractor.extract(arrays, cache=cache, batch_size=batch_size, progress=progress)
 
 
