@@ -74,34 +74,32 @@ def fd_oracle(oracle: Oracle, real: Sequence[ImageLike], synthetic: Sequence[Ima
 
 
 def oracle_metrics(real: datasets.Dataset, synthetic: datasets.Dataset, task: Task,
-                   oracle: Oracle) -> dict[str, Any]:
-    """The oracle's generation metrics of a run (for the harness's result record).
+                   oracle: Oracle, *, bootstrap_resamples: int = 0, seed: int = 0
+                   ) -> dict[str, Any]:
+    """The oracle space's block of a run's generation metrics, from the harness's own table.
 
-    ``fd_oracle``: overall, per group of each sensitive attribute
-    (:func:`benchmark.metrics.fid_by_group` on oracle features) and the variance of the group
-    values (:func:`benchmark.metrics.fid_variance`); ``condition_adherence``:
-    :func:`benchmark.oracle.adherence.dataset_adherence`. ``oracle`` records which oracle
-    (its cache key), since these numbers compare only between runs with the same oracle.
+    :func:`benchmark.metrics.table.generation_table` in :data:`ORACLE_SPACE` with the run's
+    groupings (:func:`benchmark.evaluation.groupings`), i.e. the same code and keys that
+    ``benchmark run`` records (``fd_oracle``, ``fd_oracle_by_group``, ``fd_oracle_variance``,
+    ``es_fd_oracle``, ``kd_oracle``, ``precision_oracle``, ...), plus
+    ``condition_adherence`` (:func:`benchmark.oracle.adherence.dataset_adherence`) and
+    ``oracle`` (which oracle, its cache key: these numbers compare only between runs with the
+    same oracle). Intervals only with ``bootstrap_resamples`` > 0.
     """
-    from ..metrics import fid_by_group, fid_variance
+    from ..evaluation import groupings
+    from ..metrics.table import TableSettings, generation_table
     from .adherence import KEY_ADHERENCE, dataset_adherence
 
     mode = "L" if task.channels == 1 else "RGB"
     f_real = oracle.features([np.asarray(im.convert(mode)) for im in real["image"]])
     f_syn = oracle.features([np.asarray(im.convert(mode)) for im in synthetic["image"]])
+    groups, strata = groupings(task, real, synthetic)
     out: dict[str, Any] = {
         "oracle": {"dataset": oracle.spec.dataset, "key": oracle.key,
                    "config": oracle.config.as_dict()},
-        KEY_FD_ORACLE: {"value": None, "n_real": len(f_real), "n_synthetic": len(f_syn),
-                        "by_group": {}, "variance": {}},
-        KEY_ADHERENCE: None,
+        **generation_table(f_real, f_syn, ORACLE_SPACE, groupings=groups, strata=strata,
+                           settings=TableSettings(bootstrap_resamples=bootstrap_resamples,
+                                                  seed=seed)),
+        KEY_ADHERENCE: dataset_adherence(oracle, synthetic, task) if len(synthetic) else None,
     }
-    if len(f_real) >= 2 and len(f_syn) >= 2:
-        out[KEY_FD_ORACLE]["value"] = fid(f_real, f_syn)
-    for attr in task.sensitive_attributes:
-        groups = fid_by_group(f_real, list(real[attr]), f_syn, list(synthetic[attr]))
-        out[KEY_FD_ORACLE]["by_group"][attr] = {str(g): r.as_dict() for g, r in groups.items()}
-        out[KEY_FD_ORACLE]["variance"][attr] = fid_variance(groups)
-    if len(synthetic):
-        out[KEY_ADHERENCE] = dataset_adherence(oracle, synthetic, task)
     return out
