@@ -290,7 +290,12 @@ def fid_variance(group_fids: Mapping[Hashable, GroupFID]) -> float | None:
     population of subgroups of the attribute, not a sample drawn from a larger set of groups.
     Returns None when fewer than 2 group FIDs are defined.
     """
-    values = [g.value for g in group_fids.values() if g.value is not None]
+    return variance_of([g.value for g in group_fids.values() if g.value is not None])
+
+
+def variance_of(values: Sequence[float]) -> float | None:
+    """Population variance (ddof = 0: the groups are all the groups of the attribute) of 2 or
+    more values, else None. The one definition behind every ``*_variance`` result."""
     if len(values) < 2:
         return None
     return float(np.var(np.asarray(values, dtype=np.float64), ddof=0))

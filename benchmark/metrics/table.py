@@ -37,6 +37,7 @@ from .frechet import (
     MIN_IMAGES,
     frechet_from_gram,
     frechet_from_stats_fast,
+    variance_of,
     weighted_stats,
 )
 from .kid import KID_SUBSET_SIZE, KID_SUBSETS, kernel_from_gram, kid_from_kernels
@@ -89,11 +90,6 @@ class TableSettings:
 
 
 # --------------------------------------------------------------------------- summaries
-
-
-def variance_of(values: Sequence[float]) -> float | None:
-    """Population variance (ddof = 0: the groups are all the groups of the attribute)."""
-    return float(np.var(np.asarray(values, dtype=np.float64))) if len(values) >= 2 else None
 
 
 def equity_scaled(overall: float | None, values: Sequence[float]) -> float | None:
