@@ -146,6 +146,7 @@ def summarize_dataset(args: argparse.Namespace) -> int:
     from .data.real import load_split_file, verify_images, write_split_file
     from .data.real._common import compare_split
     from .data.summary import format_summary, summarize
+    from .schema import column
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = DATASETS.get(args.summary)
@@ -159,7 +160,7 @@ def summarize_dataset(args: argparse.Namespace) -> int:
         if args.verify:
             n = verify_images(ds)
             log.info("verified: all %d images decode", n)
-        assignment = dict(zip(ds["patient_id"], ds["split"], strict=True))
+        assignment = dict(zip(column(ds, "patient_id"), column(ds, "split"), strict=True))
         if args.write_split:
             write_split_file(args.write_split, dataset=spec.name, assignment=assignment,
                              method=f"exported from a local copy by the {spec.name} loader")

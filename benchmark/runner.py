@@ -46,7 +46,7 @@ from .results import (
     package_versions,
     write_json_atomic,
 )
-from .schema import SchemaError, validate_dataset
+from .schema import SchemaError, column, validate_dataset
 from .tasks import TASKS, Task
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def load_task_data(task: Task, profile: Profile, *, root: str | Path | None = No
     ds = spec.loader(root=root, image_size=task.image_size, n_images=profile.phantom_images,
                      seed=DATA_SEED, split_salt=task.split_salt)
     validate_dataset(ds, source=spec.name)
-    findings = ds["finding"]
+    findings = column(ds, "finding")
     keep = [i for i, f in enumerate(findings) if task.class_of(f) is not None]
     dropped = Counter(f for f in findings if task.class_of(f) is None)
     if dropped:
@@ -90,7 +90,7 @@ def load_task_data(task: Task, profile: Profile, *, root: str | Path | None = No
     if task.held_out_groups:  # CompDiff-style zero-shot intersections: none in training
         held = set(task.held_out_groups)
         cells = task.cell_keys(ds)
-        drop = [i for i, ((g, _), s) in enumerate(zip(cells, ds["split"], strict=True))
+        drop = [i for i, ((g, _), s) in enumerate(zip(cells, column(ds, "split"), strict=True))
                 if s == "train" and g in held]
         if drop:
             log.info("task %s: removed %d training rows of the held-out groups %s",
@@ -98,7 +98,7 @@ def load_task_data(task: Task, profile: Profile, *, root: str | Path | None = No
             dropset = set(drop)
             ds = ds.select([i for i in range(len(ds)) if i not in dropset])
     for attr in task.sensitive_attributes:
-        unknown = sum(v is None for v in ds[attr])
+        unknown = sum(v is None for v in column(ds, attr))
         if unknown:
             log.info("task %s: %d rows have unknown %s (kept, as their own group)",
                      task.name, unknown, attr)
@@ -106,7 +106,7 @@ def load_task_data(task: Task, profile: Profile, *, root: str | Path | None = No
 
 
 def split(ds: datasets.Dataset, name: str) -> datasets.Dataset:
-    splits = ds["split"]
+    splits = column(ds, "split")
     return ds.select([i for i, s in enumerate(splits) if s == name])
 
 

@@ -304,12 +304,18 @@ def validate_rows(rows: Iterable[Mapping[str, object]], *, source: str = "",
     return n
 
 
+def column(ds: datasets.Dataset, name: str) -> list:
+    """A whole column of ``ds`` as a Python list, read from Arrow in one go (row selections
+    honoured). Prefer it to ``ds[name]``, which the installed ``datasets`` decodes row by row
+    (seconds per 100,000 rows)."""
+    return ds.select_columns([name]).to_dict()[name]
+
+
 def _first_invalid_row(table: datasets.Dataset) -> int | None:
     """Index of the first row that :func:`validate_rows` would reject, found column by column
     over each column's distinct values, read as whole Arrow columns (96,000 rows: 0.2 s, against
     5.3 s for the row loop)."""
-    arrow = table.with_format("arrow")  # whole columns at once (ds[c] decodes row by row)
-    cols = {c: arrow[c].to_pylist() for c in table.column_names}
+    cols = table.to_dict()  # whole columns at once (ds[c] decodes row by row)
     n = len(table)
     first: list[int] = []
 
@@ -357,7 +363,7 @@ def validate_dataset(ds: datasets.Dataset, *, source: str = "") -> None:
         # the row-by-row check of that row raises the same error a full row scan would
         validate_rows([table[bad]], source=source, start=bad)
         raise AssertionError(f"validate_dataset: row {bad} flagged but passes validate_rows")
-    ids = table.with_format("arrow")["sample_id"].to_pylist()
+    ids = column(table, "sample_id")
     if len(set(ids)) != len(ids):
         raise SchemaError(f"{source or 'dataset'}: sample_id values are not unique")
 

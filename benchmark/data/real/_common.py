@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ...schema import COLUMNS, DERIVED, FEATURES, SPLITS, SchemaError
+from ...schema import column as column_values
 from ..splits import split_of
 
 log = logging.getLogger("benchmark.data.real")
@@ -219,7 +220,7 @@ def verify_images(ds: datasets.Dataset, *, progress: bool = True) -> int:
     """Decode every image of ``ds`` (file paths or embedded bytes); an unreadable image raises
     :class:`DataLayoutError` naming its file (or sample id). Returns the number checked."""
     raw = ds.cast_column("image", datasets.Image(decode=False))
-    ids = ds["sample_id"]
+    ids = column_values(ds, "sample_id")
     for i, img in enumerate(tqdm(raw["image"], desc="verifying images", disable=not progress,
                                  leave=False)):
         if img is None:
