@@ -28,15 +28,17 @@ import datasets
 import numpy as np
 import torch
 
+from ..metrics.prdc import PRDC_K
 from ..metrics.saliency import KEY_SDM, saliency_diversity
 from ..tasks import Task
 from .classifier import ArrayData, torch_threads
 
 log = logging.getLogger(__name__)
 
-#: Fewest images of a class in G and H (a variance needs 2) and in R (coverage needs k + 1).
+#: Fewest images of a class in G and H (a variance needs 2); R needs k + 1 (coverage).
 MIN_SET = 2
-SDM_K = 5
+#: Neighbours of the coverage radius: the harness's k (Naeem et al.'s 5).
+SDM_K = PRDC_K
 
 
 class SaliencyClassifier:

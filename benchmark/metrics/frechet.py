@@ -50,9 +50,9 @@ def array_namespace(a: Any) -> Any:
     runs on the CPU with numpy or on a GPU with torch."""
     if isinstance(a, np.ndarray):
         return np
-    import torch
+    if _is_tensor(a):
+        import torch
 
-    if isinstance(a, torch.Tensor):
         return torch
     raise TypeError(f"expected a numpy array or a torch tensor, got {type(a).__name__}")
 
@@ -372,7 +372,8 @@ def frechet_from_gram(
 
     the last because the non-zero eigenvalues of ``S_x S_y`` are the squared singular values
     of ``A B^T / sqrt((n_x - 1)(n_y - 1))`` with ``S_x = A^T A / (n_x - 1)``. Exact, and costs
-    a singular value decomposition of the (m_x, m_y) matrix instead of d x d square roots.
+    the nuclear norm of the (m_x, m_y) matrix (:func:`nuclear_norm`) instead of d x d square
+    roots.
     """
     m, n = gxx.shape[0], gyy.shape[0]
     wx, wy = _weights(wx, gxx, m), _weights(wy, gyy, n)

@@ -170,18 +170,15 @@ class _Grams:
         self.device = device
         if device is None:
             self.la = _LinalgSide(x, y, self.d)
-            host = self.la
         else:
             import torch
 
             to = {"dtype": torch.float64, "device": device}
             self.la = _LinalgSide(torch.as_tensor(x, **to), torch.as_tensor(y, **to), self.d)
-            host = _LinalgSide.__new__(_LinalgSide)
-            for name in ("gxx", "gyy", "gxy", "kxx", "kyy", "kxy", "kxx_diag", "kyy_diag"):
-                setattr(host, name, getattr(self.la, name).cpu().numpy())
-        self.x, self.y = x, y
-        self.gxx, self.gyy, self.gxy = host.gxx, host.gyy, host.gxy
-        self.kxx, self.kyy, self.kxy = host.kxx, host.kyy, host.kxy
+        # numpy views (or host copies) for KID's subsets and the k-NN metrics
+        for name in ("gxx", "gyy", "gxy", "kxx", "kyy", "kxy"):
+            m = getattr(self.la, name)
+            setattr(self, name, m if device is None else m.cpu().numpy())
 
     def _on(self, a: np.ndarray, *, index: bool = False) -> Any:
         if self.device is None:
