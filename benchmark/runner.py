@@ -7,9 +7,12 @@ stages' outputs; a re-run with the same config resumes from the last finished st
 Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
 
     config.json      the full config (its sha256 is the record's config_hash)
-    checkpoint/      the fitted generator (Generator.save); DONE holds the config hash
+    checkpoint/      the fitted generator (Generator.save); checkpoint.DONE certifies the config
+                     hash and the sha256 of every file in it (benchmark.markers)
     plan.csv         the allocation plan
-    synthetic/       synthetic images + metadata.csv; DONE beside it holds the config hash
+    synthetic/       synthetic images + metadata.csv; synthetic.DONE certifies the config hash,
+                     the sha256 of every image and of metadata.csv, and the checkpoint's digest
+                     (a refitted model or a replaced image makes the stage run again)
     downstream/      one JSON per finished downstream classifier (keyed by its inputs) and
                      the per-epoch checkpoint of an unfinished one
     synthetic_grid.png  two synthetic images per subgroup (row) x class (column)
@@ -21,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +39,7 @@ from .data import DATASETS, read_image_folder, write_image_folder
 from .downstream.config import DownstreamConfig
 from .evaluation import generation_metrics
 from .generators import GENERATORS, FitContext, allocate
+from .markers import certified_digest, check_marker, write_marker
 from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cache_dir
 from .metrics.spaces import feature_extractors
 from .profiles import PROFILES, Profile
@@ -209,34 +214,43 @@ def run(
     fingerprint = timer("fingerprint", lambda: dataset_fingerprint(data))
 
     ckpt, ckpt_done = rdir / "checkpoint", rdir / "checkpoint.DONE"
-    if ckpt_done.is_file() and ckpt_done.read_text() == chash:
+    stale = check_marker(ckpt_done, config_hash=chash, output=ckpt)
+    if stale is None:
         log.info("resuming: loading the fitted generator from %s", ckpt)
         generator = timer("fit", lambda: gen_cls.load(ckpt))
         generator.progress = progress
     else:
+        if ckpt_done.exists() or ckpt.exists():
+            log.info("fitting again: %s", stale)
         ckpt_done.unlink(missing_ok=True)
+        shutil.rmtree(ckpt, ignore_errors=True)  # no file of an older model may be certified
         ctx = FitContext(task=task_obj, profile=profile, seed=seed, device=device,
                          work_dir=rdir / "work")
         timer("fit", lambda: generator.fit(train, ctx))
         generator.save(ckpt)
-        ckpt_done.write_text(chash)
+        write_marker(ckpt_done, config_hash=chash, output=ckpt)
+    # the synthetic folder is certified for these exact weights: a refitted model resamples
+    model_inputs = {"checkpoint": certified_digest(ckpt_done)}
 
     budget = round(prof.synthetic_ratio * len(train))
     plan = allocate(train, task_obj, budget, seed=seed)
     pd.DataFrame(plan.as_records()).to_csv(rdir / "plan.csv", index=False)
 
     syn_dir, syn_done = rdir / "synthetic", rdir / "synthetic.DONE"
-    if syn_done.is_file() and syn_done.read_text() == chash:
+    stale = check_marker(syn_done, config_hash=chash, output=syn_dir, inputs=model_inputs)
+    if stale is None:
         log.info("resuming: reading synthetic images from %s", syn_dir)
         synthetic = timer("sample", lambda: read_image_folder(
             syn_dir, required_attributes=task_obj.sensitive_attributes, progress=progress))
     else:
+        if syn_done.exists() or syn_dir.exists():
+            log.info("sampling again: %s", stale)
         syn_done.unlink(missing_ok=True)
         seed_everything(seed)
         synthetic = timer("sample", lambda: generator.sample(plan))
         validate_dataset(synthetic, source=f"{method} samples")
         timer("write_samples", lambda: write_image_folder(synthetic, syn_dir, progress=progress))
-        syn_done.write_text(chash)
+        write_marker(syn_done, config_hash=chash, output=syn_dir, inputs=model_inputs)
     if len(synthetic):  # a look at the samples: rows = subgroup, columns = class
         sample_grid(synthetic, task_obj, rdir / "synthetic_grid.png", per_cell=2,
                     title=f"{method} samples ({task}, profile {profile}, seed {seed})")

@@ -331,3 +331,21 @@ def test_cli_method_options():
     assert SDFinetune(opts).config["steps"] == 3
     with pytest.raises(ValueError, match="KEY=VALUE"):
         method_options(build_parser().parse_args(["run", "--method", "x", "--set", "steps"]))
+
+
+def test_sample_shards_of_another_model_are_never_reused(tmp_path):
+    # a retrained model (other weights, same request) must sample anew, not read the shards
+    # the older model left in the same cache folder (issue: stale samples after retraining)
+    b = build_backbone("smoke", image_channels=1, seed=0)
+    prompts = ["female, 80+, edema", "male, 18-39, no finding"]
+    kw = dict(seed=5, steps=2, guidance_scale=2.0, batch_size=2, cache_dir=tmp_path,
+              progress=False)
+    first = sample_images(b, prompts, **kw)
+    with torch.no_grad():
+        for p in b.unet.parameters():
+            p.mul_(1.5)
+    second = sample_images(b, prompts, **kw)
+    assert len(list(tmp_path.glob("samples-*"))) == 2
+    assert not np.array_equal(first, second)
+    fresh = sample_images(b, prompts, **{**kw, "cache_dir": None})
+    assert np.array_equal(second, fresh)

@@ -120,3 +120,47 @@ def test_real_only_is_the_reference_row_without_synthetic_classifiers(out, overs
         oversample_record["metrics"]["downstream"]["classifiers"]["real/tiny-resnet"])
     assert ds["cas"] == {"tiny-resnet": None}
     assert set(ds["skipped"]) == {"real+synthetic/tiny-resnet", "synthetic/tiny-resnet"}
+
+
+def test_a_replaced_synthetic_image_is_found_and_resampled(out, oversample_record, caplog):
+    # runs last in this module: it leaves the run folder as it found it
+    rdir = out / "phantom-cxr-finding" / "oversample" / "smoke-seed0"
+    images = sorted((rdir / "synthetic" / "images").glob("*.png"))
+    image, original = images[0], images[0].read_bytes()
+    # oversample draws copies of real images: swap in one with other content
+    other = next(b for b in (p.read_bytes() for p in images) if b != original)
+    image.write_bytes(other)
+    caplog.set_level("INFO")
+    again = run(method="oversample", task="phantom-cxr-finding", profile="smoke", seed=0,
+                out=out, progress=False)
+    assert "sampling again" in caplog.text and image.name in caplog.text
+    assert "resuming: loading the fitted generator" in caplog.text
+    assert image.read_bytes() == original
+    assert again["metrics"]["generation"] == oversample_record["metrics"]["generation"]
+
+
+def test_a_refitted_model_is_never_scored_with_the_old_samples(out, oversample_record, caplog):
+    from benchmark.markers import write_marker
+
+    rdir = out / "phantom-cxr-finding" / "oversample" / "smoke-seed0"
+    gen_json = rdir / "checkpoint" / "generator.json"
+    original = gen_json.read_text()
+    caplog.set_level("INFO")
+    # a checkpoint changed behind its marker's back is fitted again; the fit reproduces the
+    # same files, so the samples certified for those files are still the right ones
+    gen_json.write_text(original + "\n")
+    run(method="oversample", task="phantom-cxr-finding", profile="smoke", seed=0, out=out,
+        progress=False)
+    assert "fitting again" in caplog.text and "generator.json changed" in caplog.text
+    assert gen_json.read_text() == original
+    assert "resuming: reading synthetic images" in caplog.text
+    # a model whose files differ from the ones the samples came from: sample again
+    caplog.clear()
+    gen_json.write_text(original + "\n")
+    write_marker(rdir / "checkpoint.DONE", config_hash=oversample_record["config_hash"],
+                 output=rdir / "checkpoint")
+    run(method="oversample", task="phantom-cxr-finding", profile="smoke", seed=0, out=out,
+        progress=False)
+    assert "resuming: loading the fitted generator" in caplog.text
+    assert "sampling again" in caplog.text and "(checkpoint)" in caplog.text
+    gen_json.write_text(original)

@@ -55,7 +55,8 @@ class Oversample(Generator):
                     "image to re-draw"
                 )
             picks.extend(rng.choice(members, size=row.count, replace=True).tolist())
-        drawn = self._pool.select(picks).flatten_indices()
+        # in memory: a pool loaded from a checkpoint must not get cache files written into it
+        drawn = self._pool.select(picks).flatten_indices(keep_in_memory=True)
         n = len(drawn)
         drawn = drawn.remove_columns(["sample_id", "split", "source"])
         drawn = drawn.add_column("sample_id", [f"oversample-{i:06d}" for i in range(n)])

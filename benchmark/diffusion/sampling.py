@@ -4,7 +4,9 @@ A thin loop over the UNet and a sampling scheduler (DDIM or DPM-Solver++ built f
 training scheduler's config), as in diffusers' pipelines. Image i of a request starts from
 noise seeded by (seed, i) alone and both samplers are deterministic, so an image does not
 depend on the batch it is drawn in; finished batches are stored as ``.npy`` shards in
-``cache_dir`` (written atomically) and skipped when sampling is resumed.
+``cache_dir`` (written atomically) and skipped when sampling is resumed; the shards' folder is
+keyed by the request and a digest of the model's weights (UNet, text encoder, VAE), so shards
+of another model are never reused.
 
 Classifier-free guidance (Ho & Salimans, 2022): eps = eps(x, "") + w (eps(x, c) - eps(x, "")),
 ``guidance_scale`` w (1 = no guidance; the models are trained with 10% empty prompts).
@@ -22,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..markers import module_digest
 from .backbone import Backbone, encode_prompts
 
 log = logging.getLogger(__name__)
@@ -73,9 +76,13 @@ def sample_images(backbone: Backbone, prompts: list[str], *, seed: int, steps: i
     cond_of = {p: i for i, p in enumerate(uniq)}
     uncond = emb[-1:]
     sched = sampling_scheduler(backbone, sampler)
+    # the shards are keyed by everything an image depends on, the weights included: a
+    # retrained model never reads the shards of an older one
+    vae = getattr(codec, "vae", None)
     key = hashlib.sha256(json.dumps(
         {"prompts": prompts, "seed": seed, "steps": steps, "w": guidance_scale,
-         "sampler": sampler, "batch": batch_size, "shape": shape}).encode()).hexdigest()[:16]
+         "sampler": sampler, "batch": batch_size, "shape": shape,
+         "weights": module_digest(unet, backbone.text_encoder, vae)}).encode()).hexdigest()[:16]
     shard_dir = Path(cache_dir) / f"samples-{key}" if cache_dir is not None else None
     if shard_dir is not None:
         shard_dir.mkdir(parents=True, exist_ok=True)
