@@ -5,11 +5,14 @@ The public surface that methods and baselines depend on. Generators import from 
 
 from .generators import (
     GENERATORS,
+    NO_CONDITIONING,
+    Conditioning,
     FitContext,
     Generator,
     Plan,
     PlanRow,
     allocate,
+    attach_sources,
     cell_counts,
     register_generator,
 )
@@ -23,6 +26,7 @@ from .schema import (
     SchemaError,
     age_to_group,
     empty_dataset,
+    fill_optional,
     validate_dataset,
 )
 from .tasks import TASKS, Task, register_task
@@ -35,8 +39,10 @@ __all__ = [
     "FEATURES",
     "FINDINGS",
     "GENERATORS",
+    "NO_CONDITIONING",
     "PROFILES",
     "TASKS",
+    "Conditioning",
     "FitContext",
     "Generator",
     "Plan",
@@ -47,8 +53,10 @@ __all__ = [
     "UnknownNameError",
     "age_to_group",
     "allocate",
+    "attach_sources",
     "cell_counts",
     "empty_dataset",
+    "fill_optional",
     "register_generator",
     "register_task",
     "validate_dataset",

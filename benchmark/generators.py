@@ -17,14 +17,16 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import datasets
+import numpy as np
 
 from .registry import Registry
+from .schema import column
 from .tasks import Task
 
 log = logging.getLogger(__name__)
@@ -35,18 +37,48 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Conditioning:
+    """The per-image conditioning of one requested image: the ``sample_id`` of the real
+    sample it is derived from and a control image (a sketch, a segmentation mask; a PIL
+    image), each ``None`` when the method uses none. Sampled rows carry both on as
+    ``source_id`` and ``control``; the synthetic folder records them (``source_id``,
+    ``control_path``)."""
+
+    source_id: str | None = None
+    control: Any = None
+
+
+NO_CONDITIONING = Conditioning()
+
+
+@dataclass(frozen=True)
 class PlanRow:
     """One cell of a plan: a subgroup (values of the task's sensitive attributes), a class,
-    how many images to generate, and the prompt that describes the cell."""
+    how many images to generate, the prompt that describes the cell, and optionally one
+    :class:`Conditioning` per requested image (empty: no per-image conditioning)."""
 
     group: tuple[tuple[str, str | None], ...]
     finding: str
     count: int
     prompt: str
+    conditioning: tuple[Conditioning, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise ValueError(f"plan cell {self.attributes} / {self.finding}: count {self.count} "
+                             "< 0")
+        if self.conditioning and len(self.conditioning) != self.count:
+            raise ValueError(
+                f"plan cell {self.attributes} / {self.finding}: {len(self.conditioning)} "
+                f"conditioning entries for {self.count} images; expected one per image")
 
     @property
     def attributes(self) -> dict[str, str | None]:
         return dict(self.group)
+
+    def conditioning_of(self, j: int) -> Conditioning:
+        """The conditioning of the cell's ``j``-th image (:data:`NO_CONDITIONING` if none)."""
+        return self.conditioning[j] if self.conditioning else NO_CONDITIONING
 
 
 @dataclass(frozen=True)
@@ -63,10 +95,56 @@ class Plan:
         return sum(r.count for r in self.rows)
 
     def as_records(self) -> list[dict[str, Any]]:
+        """One record per cell (``plan.csv``); ``conditioned`` counts the cell's images that
+        carry a source sample or a control image."""
         return [
-            {**r.attributes, "finding": r.finding, "count": r.count, "prompt": r.prompt}
+            {**r.attributes, "finding": r.finding, "count": r.count, "prompt": r.prompt,
+             "conditioned": sum(c.source_id is not None or c.control is not None
+                                for c in r.conditioning)}
             for r in self.rows
         ]
+
+
+def attach_sources(plan: Plan, train: datasets.Dataset, task: Task, *, seed: int,
+                   control: str | Callable[[dict[str, Any]], Any] | None = None) -> Plan:
+    """The plan with every requested image tied to a real training sample of its own cell.
+
+    Cell c's images take the cell's training samples in a seeded random order, cycling, so
+    every sample is used once before any is used twice (a cell of n samples asked for k
+    images uses each ``k // n`` or ``k // n + 1`` times). ``control`` gives each image a
+    control image: the name of an image column of the source row (e.g. ``"mask"``, the
+    cardiac ControlNet's "synthetic copy"), or a function of the source row (e.g. one that
+    draws a sketch). A cell with images to make but no training sample is an error.
+    """
+    keys = task.cell_keys(train)
+    members: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        members.setdefault(key, []).append(i)
+    picks: list[list[int]] = []
+    for c, row in enumerate(plan.rows):
+        cell = (tuple(v for _, v in row.group), row.finding)
+        pool = members.get(cell, [])
+        if row.count and not pool:
+            raise ValueError(f"plan cell {row.attributes} / {row.finding} has no training "
+                             "sample to derive its images from")
+        order = np.random.default_rng([seed, c]).permutation(pool) if pool else []
+        picks.append([int(order[j % len(order)]) for j in range(row.count)])
+    needed = sorted({i for p in picks for i in p})
+    source = train.select(needed)
+    at = {i: k for k, i in enumerate(needed)}
+    ids = column(source, "sample_id")
+    rows = []
+    for row, p in zip(plan.rows, picks, strict=True):
+        conds = []
+        for i in p:
+            ctl = None
+            if isinstance(control, str):
+                ctl = source[at[i]][control]
+            elif control is not None:
+                ctl = control(source[at[i]])
+            conds.append(Conditioning(source_id=ids[at[i]], control=ctl))
+        rows.append(replace(row, conditioning=tuple(conds)))
+    return replace(plan, rows=tuple(rows))
 
 
 def cell_counts(ds: datasets.Dataset, task: Task) -> Counter:
@@ -182,10 +260,17 @@ class Generator(ABC):
     def fit(self, train: datasets.Dataset, ctx: FitContext) -> None:
         """Train on the task's training split."""
 
+    def condition_plan(self, plan: Plan, train: datasets.Dataset) -> Plan:
+        """The plan this generator samples: ``plan`` with the method's per-image conditioning
+        added (e.g. :func:`attach_sources`). The runner calls it after allocation, before
+        :meth:`sample`. Default: the plan unchanged."""
+        return plan
+
     @abstractmethod
     def sample(self, plan: Plan) -> datasets.Dataset:
         """Generate the plan's images as rows of the standard schema
-        (``source`` = ``synthetic:<name>``)."""
+        (``source`` = ``synthetic:<name>``; ``source_id`` and ``control`` from the plan's
+        :class:`Conditioning` where it has any)."""
 
     def save(self, directory: str | Path) -> None:
         """Write everything :meth:`load` needs into ``directory`` (the default: the config)."""

@@ -233,7 +233,7 @@ def run(
     model_inputs = {"checkpoint": certified_digest(ckpt_done)}
 
     budget = round(prof.synthetic_ratio * len(train))
-    plan = allocate(train, task_obj, budget, seed=seed)
+    plan = generator.condition_plan(allocate(train, task_obj, budget, seed=seed), train)
     pd.DataFrame(plan.as_records()).to_csv(rdir / "plan.csv", index=False)
 
     syn_dir, syn_done = rdir / "synthetic", rdir / "synthetic.DONE"

@@ -24,7 +24,14 @@ bmi         body-mass index in kg/m^2 (float) or ``None``
 bmi_class   :func:`bmi_to_class` of ``bmi`` (WHO classes, :data:`BMI_CLASSES`) or ``None``
 mask        an optional segmentation mask (uint8 label image the size of ``image``; the data
             card of its dataset names the labels), ``None`` where the dataset has none
+source_id   synthetic rows: the ``sample_id`` of the real sample the image was derived from
+            (its mask, sketch or prompt), ``None`` otherwise and for real rows
+control     synthetic rows: the control image the generator was conditioned on (a sketch, a
+            mask), ``None`` otherwise and for real rows
 source      where the row comes from: a dataset name, or ``synthetic:<method>``
+
+``mask``, ``source_id`` and ``control`` are optional (:data:`OPTIONAL_COLUMNS`): a builder that
+does not fill them gets ``None`` through :func:`fill_optional`.
 
 Derived columns (``age_group``, ``age_band``, ``skin_tone_group``, ``bmi_class``) are defined
 once here (:data:`DERIVED`); where their base value is known they must agree with it
@@ -42,7 +49,7 @@ from typing import Any
 import datasets
 
 #: Bump when columns or vocabularies change: cached datasets (phantoms) include it in their key.
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -149,8 +156,15 @@ COLUMNS: tuple[str, ...] = (
     "bmi",
     "bmi_class",
     "mask",
+    "source_id",
+    "control",
     "source",
 )
+
+#: Columns a builder may leave empty (filled with None by :func:`fill_optional`).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("mask", "source_id", "control")
+#: Image-valued columns (not inspected by the row checks).
+IMAGE_COLUMNS: tuple[str, ...] = ("image", "mask", "control")
 
 FEATURES = datasets.Features(
     {
@@ -170,6 +184,8 @@ FEATURES = datasets.Features(
         "bmi": datasets.Value("float32"),
         "bmi_class": datasets.Value("string"),
         "mask": datasets.Image(),
+        "source_id": datasets.Value("string"),
+        "control": datasets.Image(),
         "source": datasets.Value("string"),
     }
 )
@@ -280,12 +296,13 @@ def validate_rows(rows: Iterable[Mapping[str, object]], *, source: str = "",
 
     Checks that every column is present, every categorical value is in its vocabulary, each
     derived column (:data:`DERIVED`) agrees with its known base value, and ``labels`` holds
-    known findings. ``mask`` is not inspected. Errors name the row as ``start`` + its position.
+    known findings. Image columns (:data:`IMAGE_COLUMNS`) are not inspected. Errors name the
+    row as ``start`` + its position.
     """
     n = 0
     for i, row in enumerate(rows, start=start):
         where = f"{source} row {i}" if source else f"row {i}"
-        missing = [c for c in COLUMNS if c not in ("image", "mask") and c not in row]
+        missing = [c for c in COLUMNS if c not in IMAGE_COLUMNS and c not in row]
         if missing:
             raise SchemaError(f"{where}: missing column(s) {', '.join(missing)}")
         for column in VOCABULARIES:
@@ -356,7 +373,7 @@ def validate_dataset(ds: datasets.Dataset, *, source: str = "") -> None:
             f"{source or 'dataset'}: missing column(s) {', '.join(missing)}; "
             f"expected {', '.join(COLUMNS)}"
         )
-    table = ds.remove_columns(["image", "mask"])
+    table = ds.remove_columns(list(IMAGE_COLUMNS))
     cols = table.to_dict()  # whole columns at once (ds[c] decodes row by row)
     bad = _first_invalid_row(cols)
     if bad is not None:
@@ -366,6 +383,19 @@ def validate_dataset(ds: datasets.Dataset, *, source: str = "") -> None:
     ids = cols["sample_id"]
     if len(set(ids)) != len(ids):
         raise SchemaError(f"{source or 'dataset'}: sample_id values are not unique")
+
+
+def fill_optional(rows: dict[str, list]) -> dict[str, list]:
+    """Give every optional column (:data:`OPTIONAL_COLUMNS`) a builder left empty one ``None``
+    per row; returns ``rows``."""
+    n = len(rows["sample_id"])
+    for column in OPTIONAL_COLUMNS:
+        values = rows.setdefault(column, [])
+        if not values:
+            values.extend([None] * n)
+        elif len(values) != n:
+            raise ValueError(f"column {column} has {len(values)} values for {n} rows")
+    return rows
 
 
 def empty_dataset() -> datasets.Dataset:

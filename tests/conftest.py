@@ -8,7 +8,7 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from benchmark.schema import FEATURES, derive_attributes  # noqa: E402
+from benchmark.schema import FEATURES, derive_attributes, fill_optional  # noqa: E402
 
 datasets.disable_progress_bars()
 
@@ -36,7 +36,7 @@ def make_rows(n: int, seed: int = 0, size: int = 16) -> dict:
         for column, value in derive_attributes({"age": age}).items():
             rows[column].append(value)
         rows["source"].append("test")
-    return rows
+    return fill_optional(rows)
 
 
 @pytest.fixture

@@ -3,7 +3,17 @@ import itertools
 import numpy as np
 import pytest
 
-from benchmark import GENERATORS, FitContext, Generator, Plan, PlanRow, allocate, cell_counts
+from benchmark import (
+    GENERATORS,
+    Conditioning,
+    FitContext,
+    Generator,
+    Plan,
+    PlanRow,
+    allocate,
+    attach_sources,
+    cell_counts,
+)
 from benchmark.generators import water_fill
 from benchmark.schema import validate_dataset
 from benchmark.tasks import Task
@@ -92,6 +102,14 @@ def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset, tmp_pa
             zip(tiny_dataset["sex"], tiny_dataset["finding"], tiny_dataset["image"], strict=True)}
     for s, f, im in zip(out["sex"], out["finding"], out["image"], strict=True):
         assert (s, f, np.asarray(im).tobytes()) in real
+    # each copy names the real image it copies, from the planned cell
+    by_id = {r["sample_id"]: r for r in tiny_dataset.remove_columns(["image"])}
+    for s, f, sid, im in zip(out["sex"], out["finding"], out["source_id"], out["image"],
+                             strict=True):
+        src = by_id[sid]
+        assert (src["sex"], src["finding"]) == (s, f)
+        assert np.asarray(im).tobytes() == np.asarray(
+            tiny_dataset[list(by_id).index(sid)]["image"]).tobytes()
     # save / load round trip gives the same samples for the same plan
     gen.save(tmp_path / "ckpt")
     again = type(gen).load(tmp_path / "ckpt").sample(plan)
@@ -110,3 +128,46 @@ def test_real_only_generates_nothing(tiny_dataset):
     gen = GENERATORS.get("real-only")()
     gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
     assert len(gen.sample(allocate(tiny_dataset, TASK, budget=5))) == 0
+
+
+def test_plan_rows_take_one_conditioning_per_image():
+    PlanRow((("sex", "male"),), "edema", 2, "p", (Conditioning("a"), Conditioning("b")))
+    with pytest.raises(ValueError, match="1 conditioning entries for 2 images"):
+        PlanRow((("sex", "male"),), "edema", 2, "p", (Conditioning("a"),))
+    row = PlanRow((("sex", "male"),), "edema", 2, "p")
+    assert row.conditioning_of(1) == Conditioning(None, None)
+
+
+def test_attach_sources_spreads_each_cells_samples_before_repeating(tiny_dataset):
+    # tiny_dataset: sex female for i % 4 == 0, finding cycles over 3 classes
+    plan = Plan(TASK.name, ("sex",), (
+        PlanRow((("sex", "female"),), "no_finding", 5, "f nf"),   # cell {0, 12} -> 2 samples
+        PlanRow((("sex", "male"),), "edema", 3, "m e"),            # 6 samples
+        PlanRow((("sex", "female"),), "edema", 0, "f e"),
+    ))
+    out = attach_sources(plan, tiny_dataset, TASK, seed=3, control="image")
+    rows = {r["sample_id"]: r for r in tiny_dataset.remove_columns(["image"])}
+    ids = [[c.source_id for c in r.conditioning] for r in out.rows]
+    assert [len(i) for i in ids] == [5, 3, 0]
+    # cell of 2 samples asked for 5 images: each used 2 or 3 times; cell of 6 asked for 3:
+    # 3 different samples
+    assert sorted(ids[0].count(s) for s in set(ids[0])) == [2, 3]
+    assert len(set(ids[1])) == 3
+    for row, sids in zip(out.rows, ids, strict=True):
+        for sid in sids:
+            assert (rows[sid]["sex"], rows[sid]["finding"]) == (row.attributes["sex"],
+                                                                  row.finding)
+    # the control is the source row's own image column; seeded: the same draw again
+    first = out.rows[0].conditioning[0]
+    src = tiny_dataset[[r for r in rows].index(first.source_id)]["image"]
+    assert np.array_equal(np.asarray(first.control), np.asarray(src))
+    again = attach_sources(plan, tiny_dataset, TASK, seed=3)
+    assert [[c.source_id for c in r.conditioning] for r in again.rows] == ids
+    assert again.rows[0].conditioning[0].control is None
+    assert plan.as_records()[0]["conditioned"] == 0 and out.as_records()[0]["conditioned"] == 5
+    # a function of the source row may make the control (e.g. a sketch)
+    made = attach_sources(plan, tiny_dataset, TASK, seed=3, control=lambda r: r["sample_id"])
+    assert made.rows[1].conditioning[0].control == made.rows[1].conditioning[0].source_id
+    empty = Plan(TASK.name, ("sex",), (PlanRow((("sex", None),), "edema", 1, "x"),))
+    with pytest.raises(ValueError, match="no training sample"):
+        attach_sources(empty, tiny_dataset, TASK, seed=0)

@@ -125,3 +125,32 @@ def test_contradicting_derived_value_is_an_error(folder):
     meta.to_csv(folder / "metadata.csv", index=False)
     with pytest.raises(SchemaError, match="row 3: age_band .* does not match age"):
         read_image_folder(folder, progress=False)
+
+
+def test_source_ids_and_control_images_round_trip(tmp_path):
+    rows = make_rows(6)
+    rng = np.random.default_rng(4)
+    controls = [rng.integers(0, 256, (16, 16), dtype=np.uint8) for _ in range(6)]
+    rows["control"] = [Image.fromarray(c) if i % 2 == 0 else None
+                       for i, c in enumerate(controls)]
+    rows["source_id"] = [f"real-{i}" if i < 4 else None for i in range(6)]
+    ds = datasets.Dataset.from_dict(rows, features=FEATURES)
+    folder = write_image_folder(ds, tmp_path / "syn", progress=False)
+    meta = pd.read_csv(folder / "metadata.csv", keep_default_na=False)
+    assert list(meta["source_id"]) == ["real-0", "real-1", "real-2", "real-3", "", ""]
+    assert [bool(p) for p in meta["control_path"]] == [True, False] * 3
+    assert all(p.startswith("controls/") for p in meta["control_path"] if p)
+    back = read_image_folder(folder, progress=False)
+    validate_dataset(back)
+    assert list(back["source_id"]) == rows["source_id"]
+    for i, got in enumerate(back["control"]):
+        if i % 2:
+            assert got is None
+        else:
+            assert np.array_equal(np.asarray(got), controls[i])
+
+
+def test_a_folder_without_conditioning_has_no_conditioning_columns(tiny_dataset, tmp_path):
+    folder = write_image_folder(tiny_dataset, tmp_path / "plain", progress=False)
+    meta = pd.read_csv(folder / "metadata.csv")
+    assert "control_path" not in meta.columns and "source_id" not in meta.columns

@@ -65,6 +65,16 @@ def test_rerun_resumes_and_reproduces_the_numbers(out, oversample_record, caplog
     assert again["dataset_fingerprint"] == oversample_record["dataset_fingerprint"]
 
 
+def test_synthetic_folder_records_each_images_source(out, oversample_record):
+    import pandas as pd
+
+    rdir = out / "phantom-cxr-finding" / "oversample" / "smoke-seed0"
+    meta = pd.read_csv(rdir / "synthetic" / "metadata.csv")
+    assert meta["source_id"].notna().all()  # oversample copies real training images
+    plan = pd.read_csv(rdir / "plan.csv")
+    assert "conditioned" in plan.columns and len(meta) == plan["count"].sum()
+
+
 def test_evaluate_scores_the_written_folder_like_the_run(out, oversample_record):
     rdir = out / "phantom-cxr-finding" / "oversample" / "smoke-seed0"
     rec = evaluate_folder(task="phantom-cxr-finding", synthetic_dir=rdir / "synthetic",

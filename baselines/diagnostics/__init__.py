@@ -38,7 +38,7 @@ import numpy as np
 
 from benchmark import COLUMNS, FEATURES, FitContext, Generator, Plan, PlanRow, Task
 from benchmark.oracle import PhantomSpec, draw_cell_params, phantom_spec, stream_seed
-from benchmark.schema import DERIVED, derive_attributes
+from benchmark.schema import DERIVED, derive_attributes, fill_optional
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class PhantomDiagnostic(Generator):
             for c in ("finding", "sex", "age", "age_group", "age_band", "race", "skin_tone",
                       "skin_tone_group", "bmi", "bmi_class"):
                 cols[c].append(meta.get(c))
-        return datasets.Dataset.from_dict(cols, features=FEATURES)
+        return datasets.Dataset.from_dict(fill_optional(cols), features=FEATURES)
 
 
 class PhantomOracleGenerator(PhantomDiagnostic):

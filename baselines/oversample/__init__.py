@@ -2,7 +2,8 @@
 
 The honest floor for any generator: it fills the plan with exact copies of real images from
 the same subgroup x class cell, so it adds no new appearance, only weight. A plan cell with
-no training image cannot be filled and is an error.
+no training image cannot be filled and is an error. Each copy's ``source_id`` names the real
+image it copies.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datasets
 import numpy as np
 
 from benchmark import COLUMNS, FEATURES, FitContext, Generator, Plan, Task
+from benchmark.schema import column
 
 
 class Oversample(Generator):
@@ -58,8 +60,10 @@ class Oversample(Generator):
         # in memory: a pool loaded from a checkpoint must not get cache files written into it
         drawn = self._pool.select(picks).flatten_indices(keep_in_memory=True)
         n = len(drawn)
-        drawn = drawn.remove_columns(["sample_id", "split", "source"])
+        source_ids = column(drawn, "sample_id")  # each copy names the real image it copies
+        drawn = drawn.remove_columns(["sample_id", "split", "source", "source_id"])
         drawn = drawn.add_column("sample_id", [f"oversample-{i:06d}" for i in range(n)])
+        drawn = drawn.add_column("source_id", source_ids)
         drawn = drawn.add_column("split", ["train"] * n)
         drawn = drawn.add_column("source", ["synthetic:oversample"] * n)
         return drawn.select_columns(list(COLUMNS)).cast(FEATURES)

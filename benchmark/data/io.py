@@ -5,10 +5,12 @@ Layout of a folder::
     metadata.csv     one row per image: path, finding, and the attribute columns
     images/*.png     the images (``path`` is relative to the folder)
     masks/*.png      segmentation masks, for rows that have one (``mask_path``)
+    controls/*.png   the control image a synthetic image was conditioned on (``control_path``)
 
 ``metadata.csv`` columns: ``path`` and ``finding`` are required, and so is every sensitive
 attribute of the task it is scored for. Optional: ``sample_id``, ``patient_id``, ``age``,
-``bmi``, ``mask_path``, ``source`` and every attribute of :data:`benchmark.schema.ATTRIBUTES`
+``bmi``, ``mask_path``, ``control_path``, ``source_id`` (the real sample a synthetic image was
+derived from), ``source`` and every attribute of :data:`benchmark.schema.ATTRIBUTES`
 (``sex``, ``age_group``, ``age_band``, ``race``, ``skin_tone``, ``skin_tone_group``,
 ``bmi_class``). Empty cells mean unknown; a derived attribute left empty is derived from its
 base (``age``, ``skin_tone``, ``bmi``) where that is known. This is the format
@@ -37,6 +39,7 @@ from ..schema import (
     COLUMNS,
     DERIVED,
     FEATURES,
+    IMAGE_COLUMNS,
     SchemaError,
     check_value,
     derive_attributes,
@@ -46,7 +49,8 @@ log = logging.getLogger(__name__)
 
 METADATA = "metadata.csv"
 _REQUIRED = ("path", "finding")
-_OPTIONAL = ("sample_id", "patient_id", "age", "bmi", "mask_path", *ATTRIBUTES, "source")
+_OPTIONAL = ("sample_id", "patient_id", "age", "bmi", "mask_path", "control_path", "source_id",
+             *ATTRIBUTES, "source")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -66,8 +70,8 @@ def write_image_folder(ds: datasets.Dataset, directory: str | Path, *,
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
     (tmp / "images").mkdir(parents=True)
     try:
-        meta = ds.remove_columns(["image", "mask"]).to_pandas()
-        paths, mask_paths = [], []
+        meta = ds.remove_columns(list(IMAGE_COLUMNS)).to_pandas()
+        paths, mask_paths, control_paths = [], [], []
         seen: set[str] = set()
         for i, row in enumerate(tqdm(ds, desc=f"writing {directory.name}", disable=not progress,
                                      total=len(ds), leave=False)):
@@ -84,9 +88,19 @@ def write_image_folder(ds: datasets.Dataset, directory: str | Path, *,
                 mask_paths.append(f"masks/{name}.png")
             else:
                 mask_paths.append("")
+            if row["control"] is not None:
+                (tmp / "controls").mkdir(exist_ok=True)
+                row["control"].save(tmp / f"controls/{name}.png")
+                control_paths.append(f"controls/{name}.png")
+            else:
+                control_paths.append("")
         meta.insert(0, "path", paths)
         if any(mask_paths):
             meta.insert(1, "mask_path", mask_paths)
+        if any(control_paths):
+            meta.insert(1 + any(mask_paths), "control_path", control_paths)
+        if not meta["source_id"].notna().any():
+            meta = meta.drop(columns=["source_id"])
         meta["labels"] = meta["labels"].map(lambda v: "|".join(v) if v is not None else "")
         meta.to_csv(tmp / METADATA, index=False)
         if directory.exists():
@@ -100,6 +114,16 @@ def write_image_folder(ds: datasets.Dataset, directory: str | Path, *,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _side_image(directory: Path, rel: str | None, what: str, where: str) -> str | None:
+    """The path of a row's mask or control image (None when the row has none)."""
+    if rel is None:
+        return None
+    path = directory / rel
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: {what} {path} does not exist")
+    return str(path)
 
 
 def _cell(value: object) -> str | None:
@@ -183,12 +207,8 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
         for attr in required_attributes:
             if (derived[attr] if attr in DERIVED else values[attr]) is None:
                 raise SchemaError(f"{where}: empty {attr}; the task needs it for every image")
-        mask = None
-        if values["mask_path"] is not None:
-            mask = directory / values["mask_path"]
-            if not mask.is_file():
-                raise FileNotFoundError(f"{where}: mask {mask} does not exist")
-            mask = str(mask)
+        mask, control = (_side_image(directory, values[col], what, where)
+                         for col, what in (("mask_path", "mask"), ("control_path", "control")))
         sample_id = values["sample_id"] or f"row-{i:06d}"
         rows["sample_id"].append(sample_id)
         rows["patient_id"].append(values["patient_id"] or sample_id)
@@ -202,6 +222,8 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
         rows["skin_tone"].append(values["skin_tone"])
         rows["bmi"].append(numbers["bmi"])
         rows["mask"].append(mask)
+        rows["control"].append(control)
+        rows["source_id"].append(values["source_id"])
         for column in DERIVED:
             rows[column].append(derived[column])
         rows["source"].append(values["source"] or source)

@@ -170,7 +170,8 @@ class DiffusionGenerator(Generator, TrainingHooks):
         rows: dict[str, list] = {c: [] for c in COLUMNS}
         i = 0
         for row in plan.rows:
-            for _ in range(row.count):
+            for j in range(row.count):
+                cond = row.conditioning_of(j)
                 img = tensor_to_image(torch.from_numpy(pixels[i]).float() / 127.5 - 1,
                                       channels=self.task.channels, size=self.task.image_size)
                 rec = {c: None for c in COLUMNS}
@@ -178,6 +179,7 @@ class DiffusionGenerator(Generator, TrainingHooks):
                 sid = f"{self.name}-{i:06d}"
                 rec.update(sample_id=sid, patient_id=sid, split="train", image=img,
                            finding=row.finding, labels=[row.finding],
+                           source_id=cond.source_id, control=cond.control,
                            source=f"synthetic:{self.name}")
                 for c in COLUMNS:
                     rows[c].append(rec[c])

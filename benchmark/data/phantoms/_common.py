@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ...schema import COLUMNS, FEATURES, SCHEMA_VERSION, derive_attributes
+from ...schema import COLUMNS, FEATURES, SCHEMA_VERSION, derive_attributes, fill_optional
 from ..splits import assign_splits
 
 _MEMORY_MAX = 16
@@ -163,7 +163,7 @@ def params_to_dataset(
                 png_image(render_mask(p, image_size)) if render_mask is not None else None)
             rows["source"].append(source)
             bar.update()
-    return datasets.Dataset.from_dict(rows, features=FEATURES)
+    return datasets.Dataset.from_dict(fill_optional(rows), features=FEATURES)
 
 
 def cache_root() -> Path:
