@@ -79,6 +79,8 @@ class DiffusionGenerator(Generator, TrainingHooks):
 
     name = ""
     description = ""
+    # the ContextHook subclass a method sets as backbone.context (needed to load it back)
+    context_class: type | None = None
     default_config: Mapping[str, Any] = {
         "backbone": None,  # profile of the backbone; None = the run's profile
         # Stable Diffusion folder or a hub id in the local HF cache (profile paper; default
@@ -141,6 +143,10 @@ class DiffusionGenerator(Generator, TrainingHooks):
                                    work / "diffusion", hooks=self, progress=self.progress)
         result = trainer.train()
         self.backbone.unet = result.unet
+        if result.controlnet is not None:  # EMA weights of the optional trained parts
+            self.backbone.controlnet = result.controlnet
+        if result.context is not None:
+            self.backbone.context = result.context
         self.sample_cache = work / "diffusion"
         log.info("%s: trained %d steps in %.1f s (final loss %.4f)", self.name,
                  result.end_step - result.start_step, result.seconds,
@@ -202,7 +208,7 @@ class DiffusionGenerator(Generator, TrainingHooks):
         info = json.loads((d / "fit_info.json").read_text())
         gen.task = Task.from_dict(info["task"])
         gen.resolved = info["resolved"]
-        gen.backbone = Backbone.from_pretrained(d / "backbone")
+        gen.backbone = Backbone.from_pretrained(d / "backbone", context_cls=cls.context_class)
         gen.device = "cuda" if torch.cuda.is_available() else "cpu"
         work = d.parent / "work" / "diffusion"
         gen.sample_cache = work if work.is_dir() else None
