@@ -18,6 +18,11 @@ weights:
 Every config is captured: :meth:`Backbone.save_pretrained` writes each part with its
 library's ``save_pretrained`` (plus ``backbone.json``) and :meth:`Backbone.from_pretrained`
 reads them back from that local directory.
+
+Two optional parts: ``controlnet`` (a ``ControlNetModel`` on the frozen UNet,
+:mod:`benchmark.diffusion.controlnet`) and ``context`` (a method's
+:class:`~benchmark.diffusion.ContextHook`, :mod:`benchmark.diffusion.context`), saved in
+``controlnet/`` and ``context/`` when present.
 """
 
 from __future__ import annotations

@@ -17,6 +17,12 @@ resolved options are saved with the fitted model (``fit_info.json``).
 turns each plan cell into its prompt with :func:`build_prompt` (the same style as training)
 and draws ``count`` images with classifier-free guidance.
 
+Optional backbone parts: a method that attaches a ControlNet (``attach_controlnet``) or sets
+a context hook (``backbone.context``) gets their trained (EMA) weights back on the backbone
+after ``fit``, and ``save``/``load`` keep them beside the backbone; a context hook's class is
+named by the subclass's ``context_class`` so ``load`` can rebuild it. Such a method passes
+its control images / group ids to :func:`sample_images` in its own ``sample``.
+
 Multi-GPU: the trainer is data-parallel under ``accelerate launch`` (each process takes its
 slice of every global batch; the main process writes checkpoints). The harness stages after
 ``fit`` (sampling, evaluation, the result record) are not yet split across processes, so a
