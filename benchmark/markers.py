@@ -55,21 +55,20 @@ def digest_of(digests: Mapping[str, str]) -> str:
 
 
 def module_digest(*modules: Any) -> str:
-    """sha256 over the state dicts of ``modules`` (``torch.nn.Module`` or ``None``, skipped):
-    every tensor's name, dtype, shape and bytes, in order. Two models with the same weights
-    give the same digest; any changed weight changes it."""
+    """sha256 over ``modules`` (``torch.nn.Module`` or ``None``, skipped): each module's class
+    name, then every state-dict tensor's name, dtype, shape and exact bytes, in order. Two
+    models with the same weights give the same digest; any changed weight changes it."""
     import torch
 
     h = hashlib.sha256()
     for i, m in enumerate(modules):
         if m is None:
             continue
+        h.update(f"{i}:{type(m).__name__}".encode())
         for name, t in m.state_dict().items():
-            t = t.detach()
-            h.update(f"{i}:{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its 16-bit pattern
-                t = t.view(torch.int16)
-            h.update(t.cpu().contiguous().numpy().tobytes())
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype's bytes
     return h.hexdigest()
 
 

@@ -3,11 +3,30 @@ Diffusion v1-4 (diffusers UNet2DConditionModel, AutoencoderKL, transformers CLIP
 the real CLIP BPE tokenizer, DDPM training, DDIM / DPM-Solver sampling, accelerate).
 
 Methods subclass :class:`DiffusionGenerator` and override the :class:`TrainingHooks` they
-change (documented in :mod:`benchmark.diffusion.trainer`).
+change (documented in :mod:`benchmark.diffusion.trainer`). Two optional backbone parts serve
+methods that need more than a prompt: a ControlNet on the frozen UNet
+(:func:`attach_controlnet`, :mod:`benchmark.diffusion.controlnet`) and a context hook that maps
+the text states to the cross-attention context (:class:`ContextHook`,
+:mod:`benchmark.diffusion.context`); the trainer, the sampling loop and ``save_pretrained``
+handle both.
 """
 
 from .backbone import SPECS, Backbone, BackboneSpec, PixelCodec, VaeCodec, build_backbone
-from .data import TrainData, build_train_data, image_to_tensor, tensor_to_image
+from .context import ContextHook, GroupTokenContext
+from .controlnet import (
+    ControlNetConfig,
+    attach_controlnet,
+    build_controlnet,
+    conditioning_embedding_channels,
+    controlled_unet,
+)
+from .data import (
+    TrainData,
+    build_train_data,
+    control_to_tensor,
+    image_to_tensor,
+    tensor_to_image,
+)
 from .generator import PROFILE_DEFAULTS, DiffusionGenerator
 from .prompts import PROMPT_STYLES, build_prompt
 from .sampling import SAMPLERS, sample_images
@@ -29,8 +48,11 @@ __all__ = [
     "SPECS",
     "Backbone",
     "BackboneSpec",
+    "ContextHook",
+    "ControlNetConfig",
     "DiffusionGenerator",
     "DiffusionTrainer",
+    "GroupTokenContext",
     "IndexSchedule",
     "LossOutput",
     "PixelCodec",
@@ -40,10 +62,15 @@ __all__ = [
     "TrainResult",
     "TrainingHooks",
     "VaeCodec",
+    "attach_controlnet",
     "build_backbone",
     "build_clip_tokenizer",
+    "build_controlnet",
     "build_prompt",
     "build_train_data",
+    "conditioning_embedding_channels",
+    "control_to_tensor",
+    "controlled_unet",
     "image_to_tensor",
     "sample_images",
     "tensor_to_image",

@@ -18,6 +18,11 @@ weights:
 Every config is captured: :meth:`Backbone.save_pretrained` writes each part with its
 library's ``save_pretrained`` (plus ``backbone.json``) and :meth:`Backbone.from_pretrained`
 reads them back from that local directory.
+
+Two optional parts: ``controlnet`` (a ``ControlNetModel`` on the frozen UNet,
+:mod:`benchmark.diffusion.controlnet`) and ``context`` (a method's
+:class:`~benchmark.diffusion.ContextHook`, :mod:`benchmark.diffusion.context`), saved in
+``controlnet/`` and ``context/`` when present.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,11 +228,22 @@ class Backbone:
     tokenizer: Any  # transformers.CLIPTokenizer
     codec: PixelCodec | VaeCodec
     noise_scheduler: DDPMScheduler
+    # optional parts (benchmark.diffusion.controlnet / .context): a ControlNet on the frozen
+    # UNet, and the method's map from text states to the cross-attention context
+    controlnet: Any = None  # diffusers.ControlNetModel
+    context: Any = None  # benchmark.diffusion.ContextHook
+
+    @property
+    def codec_factor(self) -> int:
+        """Down-sampling of the codec from pixels to the UNet's input (pixel codec: its
+        factor; VAE: 2^(number of its blocks - 1), 8 for Stable Diffusion's)."""
+        if isinstance(self.codec, VaeCodec):
+            return 2 ** (len(self.codec.vae.config.block_out_channels) - 1)
+        return self.spec.pixel_factor
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        side = self.spec.resolution // (self.spec.pixel_factor if self.spec.codec == "pixel"
-                                         else 8)
+        side = self.spec.resolution // self.codec_factor
         return (self.codec.latent_channels, side, side)
 
     @property
@@ -236,10 +253,17 @@ class Backbone:
     def save_pretrained(self, directory: str | Path, *, unet: UNet2DConditionModel | None = None
                         ) -> None:
         """Write every part with its library's ``save_pretrained`` (``unet`` overrides the
-        UNet, e.g. with EMA weights)."""
+        UNet, e.g. with EMA weights); a ControlNet goes to ``controlnet/``, a context hook to
+        ``context/``."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         (unet or self.unet).save_pretrained(d / "unet")
+        for name in ("controlnet", "context"):
+            part = getattr(self, name)
+            if part is not None:
+                part.save_pretrained(d / name)
+            elif (d / name).exists():
+                shutil.rmtree(d / name)  # a stale part of an earlier save
         with _quiet_loading():
             self.text_encoder.save_pretrained(d / "text_encoder")
         self.tokenizer.save_pretrained(d / "tokenizer")
@@ -251,11 +275,26 @@ class Backbone:
         (d / "backbone.json").write_text(json.dumps(asdict(self.spec), indent=2, sort_keys=True))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> Backbone:
-        """Read a backbone written by :meth:`save_pretrained` from a local directory."""
+    def from_pretrained(cls, directory: str | Path, *, context_cls: type | None = None
+                        ) -> Backbone:
+        """Read a backbone written by :meth:`save_pretrained` from a local directory.
+
+        A saved context hook needs its class (``context_cls``, a ``ContextHook`` subclass)."""
         d = Path(directory)
         if not (d / "backbone.json").is_file():
             raise FileNotFoundError(f"{d}: no backbone.json (not a saved backbone)")
+        context = None
+        if (d / "context").is_dir():
+            if context_cls is None:
+                saved = json.loads((d / "context" / "config.json").read_text()).get("_class_name")
+                raise ValueError(f"{d / 'context'} holds a context hook ({saved}); pass its class "
+                                 "as context_cls")
+            context = context_cls.from_pretrained(d / "context", local_files_only=True)
+        controlnet = None
+        if (d / "controlnet").is_dir():
+            from diffusers import ControlNetModel
+
+            controlnet = ControlNetModel.from_pretrained(d / "controlnet", local_files_only=True)
         spec = BackboneSpec(**json.loads((d / "backbone.json").read_text()))
         from transformers import CLIPTokenizer
 
@@ -277,6 +316,8 @@ class Backbone:
             codec=codec,
             noise_scheduler=DDPMScheduler.from_pretrained(d / "scheduler",
                                                           local_files_only=True),
+            controlnet=controlnet,
+            context=context,
         )
 
 

@@ -8,6 +8,7 @@ finding cell (FairGen's definition); ``class_ids`` index :attr:`TrainData.prompt
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ class TrainData:
         group_names: per sensitive attribute, the values in index order ("unknown" for None).
         finding_ids: (N,) long index into ``findings``.
         findings: the task's classes (findings), in task order.
+        controls: (N, Cc, R, R) uint8 control images of the examples (a ControlNet's input,
+            seen as ``value / 255``), or None when the data has none.
     """
 
     latents: torch.Tensor
@@ -52,6 +55,7 @@ class TrainData:
     group_names: dict[str, list[str]]
     finding_ids: torch.Tensor
     findings: list[str]
+    controls: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.latents.shape[0])
@@ -66,9 +70,12 @@ class TrainData:
 
     def fingerprint(self) -> dict:
         """A small summary that changes when the data does (checked on resume)."""
-        return {"n": len(self), "shape": list(self.latents.shape), "prompts": self.prompts,
-                "latent_sum": round(float(self.latents.double().sum()), 4),
-                "class_ids_sum": int(self.class_ids.sum())}
+        out = {"n": len(self), "shape": list(self.latents.shape), "prompts": self.prompts,
+               "latent_sum": round(float(self.latents.double().sum()), 4),
+               "class_ids_sum": int(self.class_ids.sum())}
+        if self.controls is not None:
+            out["controls"] = hashlib.sha256(self.controls.numpy().tobytes()).hexdigest()[:16]
+        return out
 
 
 def image_to_tensor(img: Image.Image, *, channels: int, resolution: int) -> torch.Tensor:
@@ -77,6 +84,30 @@ def image_to_tensor(img: Image.Image, *, channels: int, resolution: int) -> torc
     if img.size != (resolution, resolution):
         img = img.resize((resolution, resolution), Image.BICUBIC)
     arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def control_to_tensor(img: Image.Image | np.ndarray, *, channels: int, resolution: int
+                      ) -> torch.Tensor:
+    """A control image (mask, sketch) as a (C, R, R) uint8 tensor: converted to ``channels``
+    (1: ``L``, 3: ``RGB``) and resized with nearest-neighbour interpolation (so label masks
+    keep their labels). A ControlNet sees ``value / 255``. A uint8 array may be (R, R),
+    (R, R, C) or (C, R, R)."""
+    if isinstance(img, np.ndarray):
+        arr = img
+        if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+            arr = arr.transpose(1, 2, 0)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+            raise ValueError(f"a control image array must be uint8 (R, R[, C]), got "
+                             f"{arr.dtype} {arr.shape}")
+        img = Image.fromarray(arr)
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (resolution, resolution):
+        img = img.resize((resolution, resolution), Image.NEAREST)
+    arr = np.array(img, dtype=np.uint8)  # a writable copy
     arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(arr))
 
@@ -114,10 +145,14 @@ def encode_images(backbone: Backbone, images: Sequence[Image.Image], *, batch_si
 
 def build_train_data(backbone: Backbone, train: datasets.Dataset, task: Task, *,
                      prompt_style: str = "fairgen", device: str | torch.device = "cpu",
-                     progress: bool = True) -> TrainData:
+                     progress: bool = True, control_column: str | None = None,
+                     control_channels: int | None = None) -> TrainData:
     """Encode ``train`` for :class:`benchmark.diffusion.DiffusionTrainer`.
 
-    Rows whose finding is outside the task are an error (the runner filters them first)."""
+    ``control_column`` names an image column of per-example control images (e.g. ``mask``)
+    for a ControlNet (:func:`control_to_tensor`; ``control_channels`` defaults to the
+    backbone's ControlNet's). Rows whose finding is outside the task, or without a control
+    image, are an error (the runner filters them first)."""
     keys = task.cell_keys(train)
     outside = sum(cls is None for _, cls in keys)
     if outside:
@@ -138,6 +173,9 @@ def build_train_data(backbone: Backbone, train: datasets.Dataset, task: Task, *,
         group_names[attr] = names
         group_ids[attr] = torch.tensor([names.index(v) for v in values], dtype=torch.long)
     findings = list(task.classes)
+    controls = None
+    if control_column is not None:
+        controls = _controls(backbone, train, control_column, control_channels)
     mean, std = encode_images(backbone, train["image"], device=device, progress=progress)
     backbone.text_encoder.to(device)
     emb = encode_prompts(backbone, [*prompts, ""])
@@ -154,4 +192,25 @@ def build_train_data(backbone: Backbone, train: datasets.Dataset, task: Task, *,
         group_names=group_names,
         finding_ids=torch.tensor([findings.index(c) for _, c in keys], dtype=torch.long),
         findings=findings,
+        controls=controls,
     )
+
+
+def _controls(backbone: Backbone, train: datasets.Dataset, column: str,
+              channels: int | None) -> torch.Tensor:
+    if channels is None:
+        if backbone.controlnet is None:
+            raise ValueError("control images need control_channels (or a ControlNet attached "
+                             "to the backbone)")
+        channels = int(backbone.controlnet.config.conditioning_channels)
+    if column not in train.column_names:
+        raise ValueError(f"control column {column!r} is not in the training set (columns: "
+                         f"{', '.join(train.column_names)})")
+    images = train[column]
+    missing = sum(im is None for im in images)
+    if missing:
+        raise ValueError(f"control column {column!r}: {missing} of {len(images)} training rows "
+                         "have no control image (expected one per row)")
+    return torch.stack([control_to_tensor(im, channels=channels,
+                                          resolution=backbone.spec.resolution)
+                        for im in images])

@@ -17,6 +17,12 @@ resolved options are saved with the fitted model (``fit_info.json``).
 turns each plan cell into its prompt with :func:`build_prompt` (the same style as training)
 and draws ``count`` images with classifier-free guidance.
 
+Optional backbone parts: a method that attaches a ControlNet (``attach_controlnet``) or sets
+a context hook (``backbone.context``) gets their trained (EMA) weights back on the backbone
+after ``fit``, and ``save``/``load`` keep them beside the backbone; a context hook's class is
+named by the subclass's ``context_class`` so ``load`` can rebuild it. Such a method passes
+its control images / group ids to :func:`sample_images` in its own ``sample``.
+
 Multi-GPU: the trainer is data-parallel under ``accelerate launch`` (each process takes its
 slice of every global batch; the main process writes checkpoints). The harness stages after
 ``fit`` (sampling, evaluation, the result record) are not yet split across processes, so a
@@ -79,6 +85,8 @@ class DiffusionGenerator(Generator, TrainingHooks):
 
     name = ""
     description = ""
+    # the ContextHook subclass a method sets as backbone.context (needed to load it back)
+    context_class: type | None = None
     default_config: Mapping[str, Any] = {
         "backbone": None,  # profile of the backbone; None = the run's profile
         # Stable Diffusion folder or a hub id in the local HF cache (profile paper; default
@@ -141,6 +149,10 @@ class DiffusionGenerator(Generator, TrainingHooks):
                                    work / "diffusion", hooks=self, progress=self.progress)
         result = trainer.train()
         self.backbone.unet = result.unet
+        if result.controlnet is not None:  # EMA weights of the optional trained parts
+            self.backbone.controlnet = result.controlnet
+        if result.context is not None:
+            self.backbone.context = result.context
         self.sample_cache = work / "diffusion"
         log.info("%s: trained %d steps in %.1f s (final loss %.4f)", self.name,
                  result.end_step - result.start_step, result.seconds,
@@ -204,7 +216,7 @@ class DiffusionGenerator(Generator, TrainingHooks):
         info = json.loads((d / "fit_info.json").read_text())
         gen.task = Task.from_dict(info["task"])
         gen.resolved = info["resolved"]
-        gen.backbone = Backbone.from_pretrained(d / "backbone")
+        gen.backbone = Backbone.from_pretrained(d / "backbone", context_cls=cls.context_class)
         gen.device = "cuda" if torch.cuda.is_available() else "cpu"
         work = d.parent / "work" / "diffusion"
         gen.sample_cache = work if work.is_dir() else None

@@ -10,6 +10,12 @@ of another model are never reused.
 
 Classifier-free guidance (Ho & Salimans, 2022): eps = eps(x, "") + w (eps(x, c) - eps(x, "")),
 ``guidance_scale`` w (1 = no guidance; the models are trained with 10% empty prompts).
+
+With a ControlNet on the backbone, each requested image has a control image (``controls``)
+whose residuals go into *both* branches: eps(x, "", control) and eps(x, c, control). With a
+context hook, both branches go through it (the empty-prompt branch flagged as dropped), with
+the image's ``group_ids``. Control images, group ids and the ControlNet's and hook's weights
+are part of the shard cache key.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from tqdm.auto import tqdm
 
 from ..markers import module_digest
 from .backbone import Backbone, encode_prompts
+from .controlnet import controlled_unet
+from .data import control_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +73,27 @@ def sample_images(backbone: Backbone, prompts: list[str], *, seed: int, steps: i
                   guidance_scale: float = 2.0, sampler: str = "dpm-solver",
                   batch_size: int = 64, device: str | torch.device = "cpu",
                   cache_dir: str | Path | None = None, progress: bool = True,
-                  unet=None) -> np.ndarray:
+                  unet=None, controls=None, conditioning_scale: float = 1.0,
+                  group_ids: dict[str, list[int]] | None = None) -> np.ndarray:
     """Generate one image per prompt; return uint8 pixels (N, C, R, R) in the model's
-    channels and resolution. ``unet`` overrides the backbone's (e.g. EMA weights)."""
+    channels and resolution. ``unet`` overrides the backbone's (e.g. EMA weights).
+
+    ``controls``: one control image per prompt when the backbone has a ControlNet (uint8
+    (N, Cc, R, R) at the model's resolution, or a list of PIL images / uint8 arrays, made so
+    by :func:`~benchmark.diffusion.data.control_to_tensor`); ``conditioning_scale`` scales
+    its residuals. ``group_ids``: per attribute, one group index per prompt, for the
+    backbone's context hook."""
     unet = (unet or backbone.unet).to(device).eval()
+    controlnet, context = backbone.controlnet, backbone.context
+    control_arr = _controls(backbone, controls, len(prompts))
+    if context is not None:
+        if group_ids is None or any(len(v) != len(prompts) for v in group_ids.values()):
+            raise ValueError(f"the backbone has a context hook: group_ids needs one group index "
+                             f"per prompt ({len(prompts)}) for each attribute")
+        gids = {a: torch.as_tensor(list(v), dtype=torch.long) for a, v in group_ids.items()}
+        context.to(device).eval()
+    if controlnet is not None:
+        controlnet.to(device).eval()
     codec = backbone.codec.to(device)
     shape = backbone.latent_shape
     uniq = sorted(set(prompts))
@@ -79,10 +104,17 @@ def sample_images(backbone: Backbone, prompts: list[str], *, seed: int, steps: i
     # the shards are keyed by everything an image depends on, the weights included: a
     # retrained model never reads the shards of an older one
     vae = getattr(codec, "vae", None)
-    key = hashlib.sha256(json.dumps(
-        {"prompts": prompts, "seed": seed, "steps": steps, "w": guidance_scale,
-         "sampler": sampler, "batch": batch_size, "shape": shape,
-         "weights": module_digest(unet, backbone.text_encoder, vae)}).encode()).hexdigest()[:16]
+    key_parts = {"prompts": prompts, "seed": seed, "steps": steps, "w": guidance_scale,
+                 "sampler": sampler, "batch": batch_size, "shape": shape,
+                 "weights": module_digest(unet, backbone.text_encoder, vae)}
+    if controlnet is not None:
+        key_parts.update(controls=hashlib.sha256(control_arr.tobytes()).hexdigest(),
+                         conditioning_scale=conditioning_scale,
+                         controlnet=module_digest(controlnet))
+    if context is not None:
+        key_parts.update(group_ids={a: v.tolist() for a, v in sorted(gids.items())},
+                         context=module_digest(context))
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
     shard_dir = Path(cache_dir) / f"samples-{key}" if cache_dir is not None else None
     if shard_dir is not None:
         shard_dir.mkdir(parents=True, exist_ok=True)
@@ -99,10 +131,20 @@ def sample_images(backbone: Backbone, prompts: list[str], *, seed: int, steps: i
         x = x * sched.init_noise_sigma
         cond = emb[[cond_of[p] for p in batch]]
         both = torch.cat([uncond.expand(n, -1, -1), cond])
+        if context is not None:
+            g = {a: torch.cat([v[start:start + n]] * 2).to(device) for a, v in gids.items()}
+            dropped = torch.arange(2 * n, device=device) < n  # the empty-prompt branch
+            both = context(both, g, dropped).to(unet.dtype)
+        control = None
+        if controlnet is not None:
+            c = torch.from_numpy(control_arr[start:start + n]).to(device).float() / 255
+            control = torch.cat([c, c])  # the same control in both guidance branches
         sched.set_timesteps(steps, device=device)
         for t in sched.timesteps:
             xin = sched.scale_model_input(torch.cat([x, x]), t)
-            eps = unet(xin.to(unet.dtype), t, encoder_hidden_states=both).sample.float()
+            eps = controlled_unet(unet, xin.to(unet.dtype), t, both, controlnet=controlnet,
+                                  control=control,
+                                  conditioning_scale=conditioning_scale).float()
             e_u, e_c = eps.chunk(2)
             x = sched.step(e_u + guidance_scale * (e_c - e_u), t, x).prev_sample
         img = codec.decode(x).float()
@@ -116,3 +158,27 @@ def sample_images(backbone: Backbone, prompts: list[str], *, seed: int, steps: i
         c = backbone.image_channels
         return np.zeros((0, c, backbone.spec.resolution, backbone.spec.resolution), np.uint8)
     return np.concatenate(out)
+
+
+def _controls(backbone: Backbone, controls, n: int) -> np.ndarray | None:
+    """The control images as one uint8 array (n, Cc, R, R), checked against the ControlNet."""
+    cn = backbone.controlnet
+    if cn is None:
+        if controls is not None:
+            raise ValueError("control images were given but the backbone has no ControlNet "
+                             "(benchmark.diffusion.attach_controlnet)")
+        return None
+    if controls is None:
+        raise ValueError("the backbone has a ControlNet: pass one control image per prompt "
+                         "(controls=...)")
+    ch, res = int(cn.config.conditioning_channels), backbone.spec.resolution
+    if isinstance(controls, np.ndarray) and controls.ndim == 4:
+        arr = controls
+    else:
+        arr = np.stack([control_to_tensor(c, channels=ch, resolution=res).numpy()
+                        for c in controls]) if len(controls) else np.zeros((0, ch, res, res),
+                                                                           np.uint8)
+    if arr.dtype != np.uint8 or arr.shape != (n, ch, res, res):
+        raise ValueError(f"controls must be uint8 of shape {(n, ch, res, res)} (one per prompt), "
+                         f"got {arr.dtype} {arr.shape}")
+    return np.ascontiguousarray(arr)

@@ -45,6 +45,19 @@ overrides any of:
 ``state_dict() -> dict`` / ``load_state_dict(state: dict) -> None``
     The method's trainable state (e.g. sigma, GP observations); saved in every checkpoint
     and restored on resume. Default: empty.
+
+Optional parts of the backbone (set before training) change what is trained and how the
+UNet is called, with the same loop, checkpoints and resume:
+
+``backbone.controlnet`` (:func:`benchmark.diffusion.attach_controlnet`)
+    Only the ControlNet is trained (optimizer, EMA, clipping, checkpoints); the UNet is
+    frozen. Every UNet call adds the ControlNet's residuals of the batch's control images
+    (``StepBatch.control``, from ``TrainData.controls``); the prompt is dropped with
+    ``cond_dropout`` as usual, the control image never.
+``backbone.context`` (a :class:`benchmark.diffusion.ContextHook`)
+    Every UNet call maps the text states to the cross-attention context with it
+    (``StepBatch.to_context``: the batch's group ids and dropout flags); its parameters are
+    trained with the trained model, averaged by the same EMA, and saved in every checkpoint.
 """
 
 from __future__ import annotations
@@ -68,7 +81,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..markers import module_digest
 from .backbone import Backbone
+from .controlnet import controlled_unet
 from .data import TrainData
 
 log = logging.getLogger(__name__)
@@ -147,11 +162,24 @@ class StepBatch:
     data: TrainData
     num_train_timesteps: int
     _unet: Callable[..., Any] = field(repr=False, default=None)  # type: ignore[assignment]
+    control: torch.Tensor | None = None  # (B, Cc, R, R) in [0, 1] when the data has controls
+    _controlnet: Callable[..., Any] | None = field(repr=False, default=None)
+    _context: Callable[..., Any] | None = field(repr=False, default=None)
+
+    def to_context(self, cond: torch.Tensor) -> torch.Tensor:
+        """The cross-attention context of text states ``cond``: the backbone's context hook
+        applied with this batch's group ids and dropout flags (``cond`` itself without one)."""
+        if self._context is None:
+            return cond
+        return self._context(cond, self.group_ids, self.dropped)
 
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor
                 ) -> torch.Tensor:
-        """The UNet's prediction (float32) for ``noisy`` at ``timesteps`` under ``cond``."""
-        return self._unet(noisy, timesteps, encoder_hidden_states=cond).sample.float()
+        """The UNet's prediction (float32) for ``noisy`` at ``timesteps`` under ``cond``
+        (through the context hook, plus the ControlNet's residuals of ``control``, when the
+        backbone has them)."""
+        return controlled_unet(self._unet, noisy, timesteps, self.to_context(cond),
+                               controlnet=self._controlnet, control=self.control).float()
 
     def embed(self, class_ids: torch.Tensor) -> torch.Tensor:
         """Conditioning (B, L, D) of the given classes (prompts), on the batch's device."""
@@ -246,7 +274,10 @@ class IndexSchedule:
 
 @dataclass
 class TrainResult:
-    """The trained UNet (EMA weights when EMA is on), the loss log and what this call ran."""
+    """The trained UNet (EMA weights when EMA is on), the loss log and what this call ran.
+
+    With a ControlNet, ``unet`` is the frozen UNet and ``controlnet`` the trained ControlNet
+    (EMA weights); ``context`` is the trained context hook (EMA weights) when there is one."""
 
     unet: Any
     losses: list[dict[str, float]]
@@ -254,6 +285,8 @@ class TrainResult:
     start_step: int
     end_step: int
     seconds: float
+    controlnet: Any = None
+    context: Any = None
 
 
 class DiffusionTrainer:
@@ -289,6 +322,20 @@ class DiffusionTrainer:
                  "hooks": type(self.hooks).__module__ + "." + type(self.hooks).__qualname__,
                  # a method's own options (e.g. CBDM's gamma) change training too
                  "method_options": getattr(self.hooks, "config", None)}
+        # the optional parts (only when present, so plain runs keep their identity); a
+        # ControlNet is tied to the frozen UNet it was trained on
+        b = self.backbone
+        if b.controlnet is not None:
+            ident["controlnet"] = {k: v for k, v in b.controlnet.config.items()
+                                   if not k.startswith("_")}
+            if getattr(self, "_frozen_unet_fp", None) is None:  # frozen: hashed once
+                self._frozen_unet_fp = module_digest(b.unet)
+            ident["frozen_unet"] = self._frozen_unet_fp
+        if b.context is not None:
+            ident["context"] = {"class": type(b.context).__module__ + "." +
+                                type(b.context).__qualname__,
+                                **{k: v for k, v in b.context.config.items()
+                                   if not k.startswith("_")}}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def checkpoints(self) -> list[tuple[int, Path]]:
@@ -345,7 +392,7 @@ class DiffusionTrainer:
 
     # -- one micro-batch --------------------------------------------------------------------
     def _batch(self, idx: np.ndarray, step: int, micro: int, process: int, device,
-               unet) -> StepBatch:
+               unet, *, controlnet=None, context=None) -> StepBatch:
         d, sched = self.data, self.backbone.noise_scheduler
         g = torch.Generator().manual_seed(_seed_of(self.cfg.seed, step, micro, process))
         it = torch.as_tensor(idx, dtype=torch.long)
@@ -373,6 +420,8 @@ class DiffusionTrainer:
             class_ids=to(cls), group_ids={a: to(v[it]) for a, v in d.group_ids.items()},
             finding_ids=to(d.finding_ids[it]), indices=to(it), generator=g, data=d,
             num_train_timesteps=T, _unet=unet,
+            control=None if d.controls is None else to(d.controls[it].float() / 255),
+            _controlnet=controlnet, _context=context,
         )
 
     # -- the loop ---------------------------------------------------------------------------
@@ -391,22 +440,46 @@ class DiffusionTrainer:
             log.info("mixed precision %s needs CUDA; training in float32", cfg.mixed_precision)
         accelerator = Accelerator(mixed_precision=mp)
         self.hooks.accelerator = accelerator
-        unet = self.backbone.unet
+        # the trained model: the ControlNet when the backbone has one (UNet frozen), else the
+        # UNet; a context hook is trained with it
+        frozen_unet = None
+        if self.backbone.controlnet is not None:
+            if self.data.controls is None:
+                raise ValueError("the backbone has a ControlNet but the training data has no "
+                                 "control images (build_train_data(control_column=...))")
+            frozen_unet = self.backbone.unet.requires_grad_(False).eval().to(accelerator.device)
+            unet = self.backbone.controlnet
+        else:
+            unet = self.backbone.unet
+        context = self.backbone.context
         unet_cls = type(unet)
         unet.train()
         if cfg.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr,
-                                      weight_decay=cfg.weight_decay)
+            if frozen_unet is not None:  # the ControlNet's gradient flows through the UNet
+                frozen_unet.enable_gradient_checkpointing()
+        params = list(unet.parameters())
+        if context is not None:
+            context.train()
+            params += list(context.parameters())
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         lr_sched = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=cfg.warmup_steps,
                                  num_training_steps=cfg.steps)
-        unet, optimizer = accelerator.prepare(unet, optimizer)
+        if context is None:
+            unet, optimizer = accelerator.prepare(unet, optimizer)
+        else:
+            unet, context, optimizer = accelerator.prepare(unet, context, optimizer)
         accelerator.register_for_checkpointing(lr_sched)
+
+        def trained_params(model, ctx):
+            return [*model.parameters(), *(ctx.parameters() if ctx is not None else [])]
+
+        raw_ctx = accelerator.unwrap_model(context) if context is not None else None
         ema = None
         if cfg.ema_decay > 0:
             raw = accelerator.unwrap_model(unet)
-            ema = EMAModel(raw.parameters(), decay=cfg.ema_decay, model_cls=unet_cls,
-                           model_config=raw.config)
+            ema = EMAModel(trained_params(raw, raw_ctx), decay=cfg.ema_decay,
+                           model_cls=unet_cls, model_config=raw.config)
             ema.to(accelerator.device)
             accelerator.register_for_checkpointing(ema)
         self.hooks.on_train_start(self.data, cfg.steps)
@@ -438,7 +511,12 @@ class DiffusionTrainer:
             for micro in range(cfg.grad_accum):
                 chunk = idx_all[micro * per_micro:(micro + 1) * per_micro]
                 idx = chunk[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
-                batch = self._batch(idx, step, micro, rank, accelerator.device, unet)
+                if frozen_unet is None:
+                    batch = self._batch(idx, step, micro, rank, accelerator.device, unet,
+                                        context=context)
+                else:
+                    batch = self._batch(idx, step, micro, rank, accelerator.device, frozen_unet,
+                                        controlnet=unet, context=context)
                 sync = micro == cfg.grad_accum - 1
                 ctx = accelerator.no_sync(unet) if not sync and nproc > 1 else _nullcontext()
                 with ctx, accelerator.autocast():
@@ -449,12 +527,12 @@ class DiffusionTrainer:
                     accelerator.backward(out.loss / cfg.grad_accum)
                 outputs.append((batch, out))
             if cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(unet.parameters(), cfg.max_grad_norm)
+                accelerator.clip_grad_norm_(trained_params(unet, context), cfg.max_grad_norm)
             optimizer.step()
             lr_sched.step()
             optimizer.zero_grad(set_to_none=True)
             if ema is not None:
-                ema.step(accelerator.unwrap_model(unet).parameters())
+                ema.step(trained_params(accelerator.unwrap_model(unet), raw_ctx))
             self.hooks.on_step_end(step, outputs)
             loss = torch.stack([o.loss.detach().float() for _, o in outputs]).mean()
             loss = accelerator.gather(loss.reshape(1)).mean().item()
@@ -471,14 +549,24 @@ class DiffusionTrainer:
         bar.close()
         finished = end == cfg.steps
         final = accelerator.unwrap_model(unet)
+        final_ctx = accelerator.unwrap_model(context) if context is not None else None
         if ema is not None:
             final = copy.deepcopy(final)
-            ema.copy_to(final.parameters())
+            final_ctx = copy.deepcopy(final_ctx)
+            ema.copy_to(trained_params(final, final_ctx))
         final.eval()
+        if final_ctx is not None:
+            final_ctx.eval()
+            self.backbone.context = accelerator.unwrap_model(context)
+        seconds = round(time.perf_counter() - t0, 3)
+        if frozen_unet is not None:
+            self.backbone.controlnet = accelerator.unwrap_model(unet)
+            accelerator.free_memory()
+            return TrainResult(frozen_unet, losses, finished, start, end, seconds,
+                               controlnet=final, context=final_ctx)
         self.backbone.unet = accelerator.unwrap_model(unet)
         accelerator.free_memory()
-        return TrainResult(final, losses, finished, start, end,
-                           round(time.perf_counter() - t0, 3))
+        return TrainResult(final, losses, finished, start, end, seconds, context=final_ctx)
 
 
 class _nullcontext:
