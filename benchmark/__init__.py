@@ -13,6 +13,7 @@ from .generators import (
     cell_counts,
     register_generator,
 )
+from .grouping import INTERSECTION_SEP, STRATUM_SEP, UNKNOWN, Grouper, GroupLabels
 from .profiles import PROFILES, Profile
 from .registry import UnknownNameError
 from .schema import (
@@ -35,13 +36,18 @@ __all__ = [
     "FEATURES",
     "FINDINGS",
     "GENERATORS",
+    "INTERSECTION_SEP",
     "PROFILES",
     "TASKS",
+    "UNKNOWN",
     "FitContext",
     "Generator",
+    "GroupLabels",
+    "Grouper",
     "Plan",
     "PlanRow",
     "Profile",
+    "STRATUM_SEP",
     "SchemaError",
     "Task",
     "UnknownNameError",
