@@ -67,6 +67,12 @@ def parse(key: str, *, groupings: Sequence[str] | None = None,
                          f"'downstream.<{'|'.join(TRAIN_SETS)}>.<key>[<attribute>]'")
     k = HeadlineKey(m["section"], m["metric"], m["group"], m["set"])
     if k.section == GENERATION:
+        summary = k.metric.startswith("es_") or k.metric.endswith(("_variance", "_gap"))
+        if k.grouping is not None and not summary:
+            raise ValueError(f"headline metric {key!r}: [grouping] needs a fairness summary "
+                             "(es_<fd>, <fd>_variance, <fd>_gap)")
+        if k.grouping is None and summary:
+            raise ValueError(f"headline metric {key!r}: a fairness summary needs a [grouping]")
         if k.grouping is not None and groupings is not None and k.grouping not in groupings:
             raise ValueError(f"headline metric {key!r}: {k.grouping!r} is not a grouping of the "
                              f"task; expected one of {', '.join(groupings)}")

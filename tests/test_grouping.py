@@ -184,6 +184,10 @@ def test_headline_keys_are_checked_against_the_task():
         Task(**base, headline_metrics=("downstream.real.dp[race]",))
     with pytest.raises(ValueError, match="expected 'generation"):
         Task(**base, headline_metrics=("fid",))
+    with pytest.raises(ValueError, match="needs a fairness summary"):
+        Task(**base, headline_metrics=("generation.fid[sex]",))
+    with pytest.raises(ValueError, match=r"needs a \[grouping\]"):
+        Task(**base, headline_metrics=("generation.fid_variance",))
     with pytest.raises(ValueError, match="not a downstream summary"):
         Task(**base, headline_metrics=("downstream.real.fid[sex]",))
     custom = Task(**base, headline_metrics=("generation.kid",))
