@@ -16,6 +16,7 @@ from .generators import (
     cell_counts,
     register_generator,
 )
+from .grouping import INTERSECTION_SEP, STRATUM_SEP, UNKNOWN, Grouper, GroupLabels
 from .profiles import PROFILES, Profile
 from .registry import UnknownNameError
 from .schema import (
@@ -39,15 +40,20 @@ __all__ = [
     "FEATURES",
     "FINDINGS",
     "GENERATORS",
+    "INTERSECTION_SEP",
     "NO_CONDITIONING",
     "PROFILES",
     "TASKS",
+    "UNKNOWN",
     "Conditioning",
     "FitContext",
     "Generator",
+    "GroupLabels",
+    "Grouper",
     "Plan",
     "PlanRow",
     "Profile",
+    "STRATUM_SEP",
     "SchemaError",
     "Task",
     "UnknownNameError",

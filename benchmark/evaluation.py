@@ -14,7 +14,6 @@ images it rests on. Features come from the on-disk cache when present.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -30,7 +29,7 @@ from .metrics.similarity import (
     mean_pairwise_diversity,
 )
 from .metrics.spaces import BASE_METRICS, FEATURE_SPACES, INCEPTION_SPACE
-from .metrics.table import BY_GROUP, INTERSECTION_SEP, TableSettings, generation_table, summary_keys
+from .metrics.table import BY_GROUP, TableSettings, generation_table, summary_keys
 from .profiles import Profile
 from .tasks import Task
 
@@ -59,33 +58,14 @@ def image_arrays(ds: datasets.Dataset, channels: int) -> list[np.ndarray]:
 
 def groupings(task: Task, real: datasets.Dataset, synthetic: datasets.Dataset
               ) -> tuple[dict[str, tuple[list, list]], tuple[list, list]]:
-    """The task's groupings and the bootstrap strata.
-
-    Groupings: each sensitive attribute, and each intersection of two or more of them
-    (``"sex x age_group"``, groups like ``"female x 40-60"``; a row missing any of the values
-    is in no group of the intersection). Strata: the full tuple of attribute values (missing
-    included), so every group of every grouping is a union of strata.
-    """
-    attrs = list(task.sensitive_attributes)
-    cols_r = {a: list(real[a]) for a in attrs}
-    cols_s = {a: list(synthetic[a]) for a in attrs}
-    out: dict[str, tuple[list, list]] = {a: (cols_r[a], cols_s[a]) for a in attrs}
-
-    def joined(cols: dict[str, list], combo: Sequence[str], n: int) -> list[str | None]:
-        rows = []
-        for i in range(n):
-            vals = [cols[a][i] for a in combo]
-            rows.append(None if any(v is None for v in vals)
-                        else INTERSECTION_SEP.join(str(v) for v in vals))
-        return rows
-
-    for r in range(2, len(attrs) + 1):
-        for combo in itertools.combinations(attrs, r):
-            out[INTERSECTION_SEP.join(combo)] = (joined(cols_r, combo, len(real)),
-                                                 joined(cols_s, combo, len(synthetic)))
-    strata = ([str(tuple(cols_r[a][i] for a in attrs)) for i in range(len(real))],
-              [str(tuple(cols_s[a][i] for a in attrs)) for i in range(len(synthetic))])
-    return out, strata
+    """The task's groupings and the bootstrap strata, from its grouper
+    (:class:`~benchmark.grouping.Grouper`): ``{grouping: (real labels, synthetic labels)}``
+    over each sensitive attribute and each intersection (a row with an unknown value is in
+    the grouping's ``unknown`` group), and ``(real strata, synthetic strata)``."""
+    lr = task.grouper.labels(real, what="real test images")
+    ls = task.grouper.labels(synthetic, what="synthetic images")
+    out = {g: (lr.by_grouping[g], ls.by_grouping[g]) for g in task.grouper.groupings}
+    return out, (lr.strata, ls.strata)
 
 
 def table_settings(profile: Profile, seed: int) -> TableSettings:

@@ -1,7 +1,9 @@
 """Tasks are data: a dataset, a class mapping, sensitive attributes, image size and budget.
 
-A task owns its evaluation protocol: which attributes define subgroups (its grouper) and how
-a sample's finding maps to the task's class. A new task is a few lines of
+A task owns its evaluation protocol: which attributes define subgroups (its
+:class:`~benchmark.grouping.Grouper`, ``task.grouper``, the one source of group labels and of
+the policy for unknown values), how a sample's finding maps to the task's class, and the
+headline metrics it is ranked by (:mod:`benchmark.headline`). A new task is a few lines of
 :func:`register_task`.
 """
 
@@ -13,8 +15,11 @@ from types import MappingProxyType
 
 import datasets
 
+from .grouping import Grouper, label_of
+from .headline import default_headline_metrics
+from .headline import parse as parse_headline
 from .registry import Registry
-from .schema import ATTRIBUTES, FINDINGS
+from .schema import ATTRIBUTES, FINDINGS, column
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,11 @@ class Task:
         held_out_groups: subgroups (tuples of sensitive-attribute values, in order) whose rows
             are removed from the training split (counted in the log) and kept in val/test:
             CompDiff's zero-shot intersections. Empty for most tasks.
+        headline_metrics: the result keys the leaderboard ranks the task by
+            (:mod:`benchmark.headline`); empty: :func:`~benchmark.headline.default_headline_metrics`
+            (FID, ES-FID over all attributes together, the real+synthetic classifier's
+            accuracy and its worst-group accuracy per attribute).
+        grouper: the task's :class:`~benchmark.grouping.Grouper` (derived, not an argument).
     """
 
     name: str
@@ -52,6 +62,8 @@ class Task:
     prompt_template: str = "{finding}"
     split_salt: str = "fairsynth"
     held_out_groups: tuple[tuple[str, ...], ...] = ()
+    headline_metrics: tuple[str, ...] = ()
+    grouper: Grouper = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -84,6 +96,19 @@ class Task:
         object.__setattr__(self, "held_out_groups", held)
         if self.channels not in (1, 3):
             raise ValueError(f"task {self.name!r}: channels must be 1 or 3, got {self.channels}")
+        grouper = Grouper(self.sensitive_attributes)
+        object.__setattr__(self, "grouper", grouper)
+        headline = (tuple(self.headline_metrics)
+                    or default_headline_metrics(self.sensitive_attributes))
+        for key in headline:
+            try:
+                parse_headline(key, groupings=list(grouper.groupings),
+                               attributes=self.sensitive_attributes)
+            except ValueError as err:
+                raise ValueError(f"task {self.name!r}: {err}") from None
+        if len(set(headline)) != len(headline):
+            raise ValueError(f"task {self.name!r}: a headline metric is listed twice")
+        object.__setattr__(self, "headline_metrics", headline)
 
     def class_of(self, finding: str | None) -> str | None:
         """The task class of a finding, or None when the finding is outside the task."""
@@ -94,14 +119,15 @@ class Task:
         return tuple(row[a] for a in self.sensitive_attributes)  # type: ignore[misc]
 
     def cell_keys(self, ds: datasets.Dataset) -> list[tuple[tuple[str | None, ...], str | None]]:
-        """The (subgroup, class) cell of every row of ``ds``, in row order: the task's one
-        grouper (class is None for a finding outside the task)."""
-        cols = ds.select_columns([*self.sensitive_attributes, "finding"]).to_dict()
-        groups = zip(*(cols[a] for a in self.sensitive_attributes), strict=True)
-        return [(tuple(g), self.class_of(f)) for g, f in zip(groups, cols["finding"], strict=True)]
+        """The (subgroup, class) cell of every row of ``ds``, in row order: the subgroup is the
+        grouper's tuple of attribute values (None where unknown), the class None for a finding
+        outside the task."""
+        groups = self.grouper.values(ds)
+        findings = column(ds, "finding")
+        return [(g, self.class_of(f)) for g, f in zip(groups, findings, strict=True)]
 
     def prompt(self, group: Mapping[str, str | None], cls: str) -> str:
-        values = {a: (v if v is not None else "unknown") for a, v in group.items()}
+        values = {a: label_of(v) for a, v in group.items()}
         values = {a: v.replace("_", " ") for a, v in values.items()}
         return self.prompt_template.format(finding=cls.replace("_", " "), **values)
 
@@ -120,6 +146,8 @@ class Task:
         }
         if self.held_out_groups:  # only when set, so other tasks' config hashes are unchanged
             out["held_out_groups"] = [list(g) for g in self.held_out_groups]
+        if self.headline_metrics != default_headline_metrics(self.sensitive_attributes):
+            out["headline_metrics"] = list(self.headline_metrics)  # (likewise)
         return out
 
     @classmethod
@@ -132,6 +160,7 @@ class Task:
                 "sensitive_attributes": tuple(d["sensitive_attributes"]),
                 "finding_to_class": dict(d["finding_to_class"]),
                 "held_out_groups": tuple(tuple(g) for g in d.get("held_out_groups", ())),
+                "headline_metrics": tuple(d.get("headline_metrics", ())),
             }
         )
 
@@ -144,6 +173,14 @@ def register_task(task: Task) -> Task:
 
 
 DEFAULT_TASK = "phantom-cxr-finding"
+
+
+def fairgen_headline(*attributes: str) -> tuple[str, ...]:
+    """FairGen's tasks: the default headline plus the real+synthetic classifier's ES-ACC
+    (FairGen's ESSP) per attribute, the number FairGen reports its fairness by."""
+    return (*default_headline_metrics(attributes),
+            *(f"downstream.real+synthetic.es_acc[{a}]" for a in attributes))
+
 
 register_task(
     Task(
@@ -170,6 +207,7 @@ register_task(
         image_size=64,
         channels=1,
         prompt_template="T1 brain MRI, age {age_band}, {finding}",
+        headline_metrics=fairgen_headline("age_band"),
     )
 )
 
@@ -192,6 +230,7 @@ register_task(
         image_size=64,
         channels=3,
         prompt_template="dermatology photo, {skin_tone_group} skin, {finding}",
+        headline_metrics=fairgen_headline("skin_tone_group"),
     )
 )
 
@@ -207,6 +246,7 @@ register_task(
         image_size=64,
         channels=1,
         prompt_template="chest x-ray, {sex}, {finding}",
+        headline_metrics=fairgen_headline("sex"),
     )
 )
 
@@ -243,6 +283,7 @@ register_task(
         image_size=256,
         channels=1,
         prompt_template="chest x-ray, {sex}, {finding}",
+        headline_metrics=fairgen_headline("sex"),
     )
 )
 
@@ -276,6 +317,7 @@ register_task(
         image_size=256,
         channels=3,
         prompt_template="dermatology photo, {skin_tone_group} skin, {finding}",
+        headline_metrics=fairgen_headline("skin_tone_group"),
     )
 )
 
@@ -289,6 +331,7 @@ register_task(
         image_size=176,
         channels=1,
         prompt_template="T1 brain MRI, age {age_band}, {finding}",
+        headline_metrics=fairgen_headline("age_band"),
     )
 )
 

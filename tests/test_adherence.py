@@ -61,11 +61,15 @@ def test_hand_worked_attribute_adherence():
     assert band["by_group"]["sex"]["female"] == {"value": 0.0, "n": 1}
 
 
-def test_grouping_by_an_attribute_with_unknown_values_counts_only_known_rows():
+def test_grouping_by_an_attribute_with_unknown_values_reports_them_outside_the_gap():
     out = adherence_from_labels(REQUESTED, PREDICTED, group_by=["age_band"])
     by = out["finding"]["by_group"]["age_band"]
-    # <75: rows 0, 2, 5 -> 1 1 1; >=75: rows 3, 4 -> 1 0; row 1 has no band
-    assert by == {"<75": {"value": 1.0, "n": 3}, ">=75": {"value": 0.5, "n": 2}}
+    # <75: rows 0, 2, 5 -> 1 1 1; >=75: rows 3, 4 -> 1 0; row 1 has no band (finding wrong):
+    # the "unknown" group, reported with its count but not in the gap or the worst group
+    assert by == {"<75": {"value": 1.0, "n": 3}, ">=75": {"value": 0.5, "n": 2},
+                  "unknown": {"value": 0.0, "n": 1, "in_summaries": False}}
+    assert out["finding"]["gap"]["age_band"] == pytest.approx(0.5)
+    assert out["finding"]["worst"]["age_band"] == pytest.approx(0.5)
 
 
 def test_bad_input_is_named():

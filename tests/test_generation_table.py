@@ -125,8 +125,9 @@ def test_table_groups_match_direct_computations():
     assert set(out["fid_by_group"]) == {"sex", "age", "sex x age"}
     for grouping, (lx, ly) in groups.items():
         for g, e in out["fid_by_group"][grouping].items():
-            ix = [i for i, v in enumerate(lx) if v == g]
-            iy = [i for i, v in enumerate(ly) if v == g]
+            # a missing label (None) is the grouping's "unknown" group
+            ix = [i for i, v in enumerate(lx) if (v if v is not None else "unknown") == g]
+            iy = [i for i, v in enumerate(ly) if (v if v is not None else "unknown") == g]
             assert (e["n_real"], e["n_synthetic"]) == (len(ix), len(iy))
             if min(len(ix), len(iy)) < 2:
                 assert e["value"] is None and e["reason"]
@@ -136,9 +137,18 @@ def test_table_groups_match_direct_computations():
                 dens = out["density_by_group"][grouping][g]["value"]
                 assert dens == pytest.approx(prdc(x[ix], y[iy], k=3).density)
     assert set(out["fid_by_group"]["sex x age"]) == {
-        "female x old", "female x young", "male x old", "male x young"}
-    # the synthetic row with no age is in no age group and no intersection group
-    assert sum(e["n_synthetic"] for e in out["fid_by_group"]["age"].values()) == 49
+        "female x old", "female x young", "male x old", "male x young", "unknown"}
+    # the synthetic row with no age is the "unknown" group of age and of the intersection:
+    # reported with its count, marked out of the summaries
+    for grouping in ("age", "sex x age"):
+        unknown = out["fid_by_group"][grouping]["unknown"]
+        assert (unknown["n_real"], unknown["n_synthetic"]) == (0, 1)
+        assert unknown["in_summaries"] is False
+        defined = [g for g, e in out["fid_by_group"][grouping].items()
+                   if g != "unknown" and e["value"] is not None]
+        assert out["fid_variance"][grouping]["n_groups"] == len(defined)
+    assert sum(e["n_synthetic"] for e in out["fid_by_group"]["age"].values()) == 50
+    assert "in_summaries" not in out["fid_by_group"]["age"]["old"]
     # summaries derived from the table
     sex = [e["value"] for e in out["fid_by_group"]["sex"].values()]
     assert out["fid_variance"]["sex"]["value"] == pytest.approx(np.var(sex))

@@ -1,7 +1,8 @@
 """``fairdiffusion``: the shared diffusion stack trained with Fair Bayesian Perturbation.
 
-The groups are the values of the task's sensitive attributes in the training set (a missing
-value, "unknown" in the stack's data, gets no perturbation term and no place in the gap).
+The groups are the task grouper's labels of the sensitive attributes in the training set
+(``TrainData.group_names``); a missing value, the grouper's ``UNKNOWN`` group, gets no
+perturbation term and no place in the gap (the benchmark's one policy for unknown values).
 Every micro-batch's DDPM loss is weighted per sample by
 :meth:`FairBayesianPerturbation.weights` (xi drawn from the step's seeded generator, so each
 process draws its own and a resumed run repeats them); after every optimizer step the
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from benchmark import UNKNOWN
 from benchmark.diffusion import (
     DiffusionGenerator,
     LossOutput,
@@ -41,7 +43,6 @@ from .controller import (
 from .gp_ucb import DEFAULT_KAPPA
 from .perturbation import DEFAULT_MIN_WEIGHT, MISSING, GroupLayout
 
-UNKNOWN = "unknown"  # the stack's group name for a missing attribute value
 # ``window`` None: the authors' 30 steps, but 5 at the 30-step smoke profile so that sigma is
 # re-optimised during training there too
 WINDOW_BY_PROFILE = {"smoke": 5}

@@ -8,9 +8,8 @@ from typing import Any
 
 import datasets
 
+from ..grouping import UNKNOWN
 from ..schema import ATTRIBUTES, SPLITS
-
-UNKNOWN = "unknown"
 
 
 def _counts(values: list[object]) -> dict[str, int]:

@@ -38,7 +38,8 @@ class TrainData:
         class_embeddings: (n_classes, L, D) frozen text-encoder states of ``prompts``.
         uncond_embedding: (1, L, D) states of the empty prompt (classifier-free guidance).
         group_ids: per sensitive attribute, (N,) long index into ``group_names[attr]``.
-        group_names: per sensitive attribute, the values in index order ("unknown" for None).
+        group_names: per sensitive attribute, the task grouper's labels in index order
+            (:data:`benchmark.grouping.UNKNOWN` for an unknown value).
         finding_ids: (N,) long index into ``findings``.
         findings: the task's classes (findings), in task order.
         controls: (N, Cc, R, R) uint8 control images of the examples (a ControlNet's input,
@@ -167,8 +168,9 @@ def build_train_data(backbone: Backbone, train: datasets.Dataset, task: Task, *,
     index = {p: i for i, p in enumerate(prompts)}
     group_names: dict[str, list[str]] = {}
     group_ids: dict[str, torch.Tensor] = {}
-    for k, attr in enumerate(attrs):
-        values = ["unknown" if g[k] is None else str(g[k]) for g, _ in keys]
+    labels = task.grouper.labels(train, what="diffusion training set").by_grouping
+    for attr in attrs:
+        values = labels[attr]
         names = sorted(set(values))
         group_names[attr] = names
         group_ids[attr] = torch.tensor([names.index(v) for v in values], dtype=torch.long)

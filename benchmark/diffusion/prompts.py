@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..grouping import label_of
 from ..tasks import Task
 
 PROMPT_STYLES: tuple[str, ...] = ("fairgen", "task", "fairdiffusion")
@@ -39,7 +40,7 @@ MODALITY: Mapping[str, str] = {
 
 
 def _text(value: object) -> str:
-    return "unknown" if value is None else str(value).replace("_", " ")
+    return label_of(value).replace("_", " ")
 
 
 def modality_of(task: Task) -> str:

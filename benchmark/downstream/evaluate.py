@@ -72,7 +72,8 @@ def _load_weights(path: Path, key: str, *, backbone: str, n_classes: int, in_cha
 
 def task_arrays(ds: datasets.Dataset, task: Task, size: int, *, what: str,
                 progress: bool = False) -> ArrayData:
-    """Images, class indices and subgroup keys of ``ds`` for ``task``.
+    """Images, class indices and subgroup keys of ``ds`` for ``task`` (the subgroup key is
+    the grouper's stratum, e.g. ``"female|40-59"``: the cell the reweighting weights).
 
     Raises ValueError naming the findings outside the task (callers filter those first).
     """
@@ -82,8 +83,7 @@ def task_arrays(ds: datasets.Dataset, task: Task, size: int, *, what: str,
         raise ValueError(f"{what}: finding(s) {dict(outside)} are not classes of task "
                          f"{task.name}; expected {', '.join(task.classes)}")
     labels = np.array([task.classes.index(cls) for _, cls in cells], dtype=np.int64)
-    groups = np.array(["|".join("unknown" if v is None else str(v) for v in g)
-                       for g, _ in cells], dtype=object)
+    groups = np.array(task.grouper.labels(ds, what=what).strata, dtype=object)
     images = images_to_array(ds["image"], channels=task.channels, size=size,
                              progress=progress, desc=f"decoding {what}")
     return ArrayData(images, labels, groups)
@@ -113,8 +113,9 @@ def _score(proba: np.ndarray, test: datasets.Dataset, test_arr: ArrayData, task:
                            classes=task.classes, min_group_size=1).overall
     scores = {"n": overall.n, "accuracy": overall.accuracy, "auc": overall.auc,
               "auc_reason": overall.auc_reason}
+    labels = task.grouper.labels(test, what="real test").by_grouping
     fairness = {attr: fairness_report(y_true=test_arr.labels, y_score=proba,
-                                      sensitive=list(test[attr]), classes=task.classes,
+                                      sensitive=labels[attr], classes=task.classes,
                                       attribute=attr, min_group_size=config.min_group_size)
                 for attr in task.sensitive_attributes}
     return scores, fairness

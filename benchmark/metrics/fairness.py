@@ -23,8 +23,10 @@ averaged over the classes where they are defined (the per-class values are repor
 AUC is binary ROC AUC of ``p[:, 1]`` for two classes, and one-vs-rest macro AUC (the mean over
 classes of the AUC of ``p[:, c]`` for ``y == c``; sklearn's ``multi_class="ovr"``) for more.
 
-Groups. A sample whose attribute is unknown (``None``) belongs to the group ``"unknown"``,
-which is reported but never *included* in a summary. A group with fewer than
+Groups. A sample whose attribute is unknown (``None``, NaN or the label ``"unknown"``) belongs
+to the group :data:`~benchmark.grouping.UNKNOWN` (``"unknown"``), which is reported with its
+counts but never *included* in a summary: the policy of the task's grouper
+(:mod:`benchmark.grouping`), the same as for the generation metrics. A group with fewer than
 ``min_group_size`` samples is reported with its counts and the reason, and is not included.
 Its AUC is undefined (with the reason) when some class has no positive or no negative sample
 in it; such a group still counts for the accuracy-based summaries. Overall accuracy and AUC
@@ -54,8 +56,7 @@ from typing import Any
 import numpy as np
 from fairlearn.metrics import MetricFrame
 
-#: The group name of samples whose sensitive attribute is unknown.
-UNKNOWN_GROUP = "unknown"
+from ..grouping import UNKNOWN, label_of
 
 #: Default fewest samples for a group to enter the fairness summaries.
 DEFAULT_MIN_GROUP_SIZE = 10
@@ -98,8 +99,7 @@ def _validate(y_true: Any, y_score: Any, sensitive: Sequence[Any], classes: Sequ
                          f"(classes {list(classes)})")
     if not np.isfinite(p).all():
         raise ValueError("y_score: contains NaN or infinite values")
-    groups = np.array([UNKNOWN_GROUP if v is None or (isinstance(v, float) and math.isnan(v))
-                       else str(v) for v in sensitive], dtype=object)
+    groups = np.array([label_of(v) for v in sensitive], dtype=object)
     return y.astype(np.int64), p, groups
 
 
@@ -197,7 +197,7 @@ def _row(name: str, values: Any, classes: Sequence[str], min_group_size: int | N
     counts = {classes[c]: int(values[f"count_{c}"]) for c in range(k)}
     reason = None
     if min_group_size is not None:
-        if name == UNKNOWN_GROUP:
+        if name == UNKNOWN:
             reason = "attribute value unknown"
         elif n < min_group_size:
             reason = f"{n} samples < min_group_size {min_group_size}"

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..grouping import UNKNOWN, is_unknown
 from .frechet import (
     MIN_IMAGES,
     frechet_from_gram,
@@ -58,8 +59,6 @@ log = logging.getLogger(__name__)
 BY_GROUP = "_by_group"
 #: The grouping of the whole set in the internal table.
 ALL = "all"
-#: How intersection groupings and groups are named: ``"sex x age_group"``, ``"female x 40-60"``.
-INTERSECTION_SEP = " x "
 
 
 def summary_keys(space: FeatureSpace) -> dict[str, str]:
@@ -114,10 +113,6 @@ _SUMMARIES = {"variance": lambda o, v: variance_of(v), "es": equity_scaled,
 
 
 # --------------------------------------------------------------------------- the engine
-
-
-def _is_missing(g: object) -> bool:
-    return g is None or (isinstance(g, float) and math.isnan(g))
 
 
 @dataclass
@@ -344,9 +339,11 @@ def generation_table(
     Args:
         real_features, synthetic_features: (N, d) and (M, d) feature rows.
         space: the feature space (names the result keys, see :meth:`FeatureSpace.key`).
-        groupings: grouping name -> (group label of each real row, of each synthetic row);
-            a missing label (None/NaN) puts the row in no group of that grouping (counted in
-            the log). Intersections are groupings whose labels are tuples joined by the caller.
+        groupings: grouping name -> (group label of each real row, of each synthetic row),
+            from the task's grouper (:class:`~benchmark.grouping.Grouper`). A missing label
+            (None, NaN or :data:`~benchmark.grouping.UNKNOWN`) puts the row in the grouping's
+            ``unknown`` group: scored and reported like any group, with its counts, and
+            marked ``in_summaries: false``, but never part of the variance, ES or gap.
         strata: bootstrap strata labels (real, synthetic); every group of every grouping must
             be a union of strata (pass the finest intersection). Default: no stratification.
         settings: see :class:`TableSettings`.
@@ -376,16 +373,16 @@ def generation_table(
         if len(lx) != len(x) or len(ly) != len(y):
             raise ValueError(f"grouping {gname!r}: {len(lx)} real and {len(ly)} synthetic "
                              f"labels for {len(x)} real and {len(y)} synthetic rows")
-        miss_x, miss_y = sum(map(_is_missing, lx)), sum(map(_is_missing, ly))
+        lx = [UNKNOWN if is_unknown(v) else str(v) for v in lx]
+        ly = [UNKNOWN if is_unknown(v) else str(v) for v in ly]
+        miss_x, miss_y = lx.count(UNKNOWN), ly.count(UNKNOWN)
         if miss_x or miss_y:
-            log.info("grouping %s: %d real and %d synthetic images have no group and are left "
-                     "out of its groups", gname, miss_x, miss_y)
-        labels = {str(v) for v in [*lx, *ly] if not _is_missing(v)}
-        for lab in sorted(labels):
-            ix = np.array([i for i, v in enumerate(lx) if not _is_missing(v) and str(v) == lab],
-                          dtype=np.int64)
-            iy = np.array([i for i, v in enumerate(ly) if not _is_missing(v) and str(v) == lab],
-                          dtype=np.int64)
+            log.info("grouping %s: %d real and %d synthetic images have an unknown value: "
+                     "scored as the group %r, not in the summaries", gname, miss_x, miss_y,
+                     UNKNOWN)
+        for lab in sorted(set(lx) | set(ly), key=lambda v: (v == UNKNOWN, v)):
+            ix = np.array([i for i, v in enumerate(lx) if v == lab], dtype=np.int64)
+            iy = np.array([i for i, v in enumerate(ly) if v == lab], dtype=np.int64)
             units.append(_Unit(gname, lab, ix, iy, {}, {}, {}))
     for unit in units:
         _score_unit(g, unit, s, space)
@@ -423,6 +420,8 @@ def generation_table(
              "n_real": int(len(unit.ix)), "n_synthetic": int(len(unit.iy)),
              "reason": unit.reason[base]}
         e.update(unit.extra.get(base, {}))
+        if unit.group == UNKNOWN and unit.grouping != ALL:
+            e["in_summaries"] = False  # reported with its counts, never in a summary
         return e
 
     for base in (FRECHET, KERNEL, PRECISION, RECALL, DENSITY, COVERAGE):
@@ -440,7 +439,8 @@ def generation_table(
     overall = units[0].point[FRECHET]
     for gname in groupings:
         members = [(u, r) for u, r in zip(units, reps, strict=True)
-                   if u.grouping == gname and u.point[FRECHET] is not None]
+                   if u.grouping == gname and u.group != UNKNOWN
+                   and u.point[FRECHET] is not None]
         vals = [u.point[FRECHET] for u, _ in members]
         for kind, fn in _SUMMARIES.items():
             value = fn(overall, vals)

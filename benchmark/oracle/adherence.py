@@ -19,6 +19,9 @@ attributes), over the rows whose *requested* value of g is that subgroup:
     A(g = v) = (1/|{i: a_ig = v}|) Σ_{i: a_ig = v} 1[match_i]
 
 with the gap ``max_v A(g = v) - min_v A(g = v)`` (0 is fair) and the worst subgroup's value.
+Rows whose requested value of g is unknown form the group ``unknown`` (the task grouper's
+policy, :mod:`benchmark.grouping`): reported with its value and count, never in the gap or
+the worst subgroup.
 The disaggregation is fairlearn's ``MetricFrame`` over sklearn's ``accuracy_score`` of the
 match indicators. An ideal generator scores the oracle's own accuracy on real phantom images
 (:func:`~benchmark.oracle.oracle_accuracy`), not 1; a generator that ignores its condition
@@ -37,6 +40,7 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame
 from sklearn.metrics import accuracy_score
 
+from ..grouping import UNKNOWN, label_of
 from ..metrics.features import ImageLike
 from ..tasks import Task
 from .model import Oracle
@@ -57,22 +61,26 @@ def _summary(match: np.ndarray, valid: np.ndarray, groups: Mapping[str, Sequence
         return out
     out["value"] = float(accuracy_score(np.ones(m.size, bool), m))
     for attr, values in groups.items():
-        g = np.asarray(values, dtype=object)[valid]
-        known = np.array([v is not None for v in g], bool)
-        if (~known).any():
-            log.info("adherence: %d rows have no requested %s and are in no %s subgroup",
-                     int((~known).sum()), attr, attr)
-        if not known.any():
-            out["by_group"][attr], out["gap"][attr], out["worst"][attr] = {}, None, None
-            continue
-        frame = MetricFrame(metrics={"value": accuracy_score, "n": lambda t, p: len(t)},
-                            y_true=np.ones(int(known.sum()), bool), y_pred=m[known],
-                            sensitive_features=pd.Series(g[known].astype(str), name=attr))
-        table = frame.by_group
-        out["by_group"][attr] = {str(v): {"value": float(r["value"]), "n": int(r["n"])}
-                                 for v, r in table.sort_index().iterrows()}
-        out["gap"][attr] = float(frame.difference(method="between_groups")["value"])
-        out["worst"][attr] = float(frame.group_min()["value"])
+        g = np.array([label_of(v) for v in np.asarray(values, dtype=object)[valid]],
+                     dtype=object)
+        known = g != UNKNOWN
+        by: dict[str, dict[str, Any]] = {}
+        if known.any():
+            frame = MetricFrame(metrics={"value": accuracy_score, "n": lambda t, p: len(t)},
+                                y_true=np.ones(int(known.sum()), bool), y_pred=m[known],
+                                sensitive_features=pd.Series(g[known].astype(str), name=attr))
+            by = {str(v): {"value": float(r["value"]), "n": int(r["n"])}
+                  for v, r in frame.by_group.sort_index().iterrows()}
+            out["gap"][attr] = float(frame.difference(method="between_groups")["value"])
+            out["worst"][attr] = float(frame.group_min()["value"])
+        else:
+            out["gap"][attr], out["worst"][attr] = None, None
+        if (~known).any():  # the grouper's policy: reported with its count, not in gap/worst
+            log.info("adherence: %d rows have no requested %s: the %r group, not in the gap",
+                     int((~known).sum()), attr, UNKNOWN)
+            by[UNKNOWN] = {"value": float(np.mean(m[~known])), "n": int((~known).sum()),
+                           "in_summaries": False}
+        out["by_group"][attr] = by
     return out
 
 
