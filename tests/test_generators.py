@@ -15,7 +15,6 @@ from benchmark import (
     cell_counts,
 )
 from benchmark.generators import water_fill
-from benchmark.schema import validate_dataset
 from benchmark.tasks import Task
 
 TASK = Task(
@@ -84,19 +83,13 @@ def test_entry_point_plugins_are_registered():
         assert issubclass(cls, Generator)
 
 
-def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset, tmp_path):
+def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset):
+    # the protocol (counts per cell, schema, source, save / load) is in
+    # tests/test_generator_contract.py
     gen = GENERATORS.get("oversample")()
     gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
-    plan = allocate(tiny_dataset, TASK, budget=10, seed=1)
-    out = gen.sample(plan)
-    validate_dataset(out)
+    out = gen.sample(allocate(tiny_dataset, TASK, budget=10, seed=1))
     assert len(out) == 10
-    assert set(out["source"]) == {"synthetic:oversample"}
-    got = {}
-    for sex, finding in zip(out["sex"], out["finding"], strict=True):
-        got[(sex, finding)] = got.get((sex, finding), 0) + 1
-    want = {(r.attributes["sex"], r.finding): r.count for r in plan.rows if r.count}
-    assert got == want
     # each synthetic image is pixel-identical to a real training image of its cell
     real = {(s, f, np.asarray(im).tobytes()) for s, f, im in
             zip(tiny_dataset["sex"], tiny_dataset["finding"], tiny_dataset["image"], strict=True)}
@@ -110,10 +103,6 @@ def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset, tmp_pa
         assert (src["sex"], src["finding"]) == (s, f)
         assert np.asarray(im).tobytes() == np.asarray(
             tiny_dataset[list(by_id).index(sid)]["image"]).tobytes()
-    # save / load round trip gives the same samples for the same plan
-    gen.save(tmp_path / "ckpt")
-    again = type(gen).load(tmp_path / "ckpt").sample(plan)
-    assert list(again["patient_id"]) == list(out["patient_id"])
 
 
 def test_oversample_errors_on_a_cell_without_training_images(tiny_dataset):

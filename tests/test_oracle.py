@@ -142,7 +142,8 @@ def test_every_phantom_has_an_oracle_spec():
     from benchmark.data.phantoms import PHANTOMS
     from benchmark.oracle import PHANTOM_SPECS
 
-    assert set(PHANTOM_SPECS.names()) == set(PHANTOMS)
-    for name, module in PHANTOMS.items():
+    assert PHANTOM_SPECS.names() == PHANTOMS.names()
+    for name, phantom in PHANTOMS.items():
         spec = phantom_spec(name)
-        assert spec.module is module and hasattr(module, "majority_phenotype")
+        assert spec.phantom is phantom and spec.dataset == name
+        assert spec.findings == phantom.findings and spec.version == phantom.version

@@ -288,7 +288,7 @@ def oracle_key(spec: PhantomSpec, config: OracleConfig) -> str:
     """sha256 of everything a trained oracle depends on."""
     import timm
 
-    phantom_key = spec.module.cache_key("oracle", **config.as_dict())
+    phantom_key = spec.phantom.cache_key("oracle", **config.as_dict())
     payload = {"phantom_key": phantom_key, "dataset": spec.dataset, "version": spec.version,
                "attributes": list(spec.attributes), "balance": list(spec.balance),
                "findings": list(spec.findings), "code": ORACLE_CODE_VERSION,

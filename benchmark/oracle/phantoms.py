@@ -1,24 +1,23 @@
 """What the oracles and the diagnostic generators need to know about each phantom.
 
-A :class:`PhantomSpec` says, for one phantom dataset, which findings it draws, which schema
-attributes its images carry (and how to read them from the generating parameters), and how to
-draw the parameters of any (finding, subgroup) cell. It is the one bridge between the phantom
-modules (``benchmark.data.phantoms``) and everything that uses their ground truth.
+A :class:`PhantomSpec` says, for one phantom dataset, which schema attributes its images
+carry (and how to read them from the generating parameters), and how to draw the parameters
+of any (finding, subgroup) cell. It is the one bridge between the phantoms
+(:class:`benchmark.data.phantoms.Phantom`) and everything that uses their ground truth; the
+findings, channels, version, renderer and reference constraints are the phantom's own.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ..data import DATASETS
-from ..data.phantoms import brain, cardiac, cxr, skin
+from ..data.phantoms import PHANTOMS, Phantom
 from ..registry import Registry
 from ..schema import ATTRIBUTES, derive_attributes
 
@@ -32,11 +31,9 @@ class PhantomSpec:
     """The ground-truth interface of one phantom.
 
     Attributes:
-        dataset: the dataset registry name (``phantom-cxr``).
-        module: the phantom module (``render``, ``reference_params``, ``PHANTOM_VERSION``,
-            ``cache_key``, optionally ``majority_phenotype``).
-        findings: the findings the phantom draws (the oracle's ``finding`` head, in order).
-        channels: 1 (grayscale) or 3 (RGB).
+        phantom: the phantom (its ``findings`` are the oracle's ``finding`` head, in order;
+            ``channels``, ``version``, ``render``, ``reference_params``, ``cache_key``,
+            ``majority_phenotype``).
         attributes: schema attributes an oracle predicts (derived from the base values).
         base_values: the base schema values (``sex``, ``age``, ``skin_tone``, ``bmi``) that an
             image truly shows, read from its parameters (for the skin phantom the *rendered*
@@ -45,17 +42,27 @@ class PhantomSpec:
             balanced oracle training population.
     """
 
-    dataset: str
-    module: ModuleType
-    findings: tuple[str, ...]
-    channels: int
+    phantom: Phantom
     attributes: tuple[str, ...]
     base_values: Callable[[Any], Mapping[str, object]]
     balance: tuple[str, ...]
 
     @property
+    def dataset(self) -> str:
+        """The dataset registry name (``phantom-cxr``)."""
+        return self.phantom.name
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        return tuple(self.phantom.findings)
+
+    @property
+    def channels(self) -> int:
+        return int(self.phantom.channels)
+
+    @property
     def version(self) -> str:
-        return str(self.module.PHANTOM_VERSION)
+        return str(self.phantom.version)
 
     def truth(self, params: Any) -> dict[str, str | None]:
         """The finding, phenotype and every attribute of :attr:`attributes` an image shows."""
@@ -78,7 +85,7 @@ class PhantomSpec:
 
     def render(self, params: Any, image_size: int) -> np.ndarray:
         """The uint8 image of ``params`` at ``image_size`` pixels."""
-        return self.module.render(params, image_size)
+        return self.phantom.render(params, image_size)
 
     def cells(self) -> list[dict[str, str]]:
         """Every (finding x :attr:`balance` values) cell the phantom can draw."""
@@ -105,15 +112,9 @@ class PhantomSpec:
         """The same patient drawn with the majority subgroup's appearance of its finding.
 
         Raises:
-            NotImplementedError: the phantom module defines no ``majority_phenotype``.
+            NotImplementedError: the phantom has no subgroup-specific phenotype to erase.
         """
-        fn = getattr(self.module, "majority_phenotype", None)
-        if fn is None:
-            raise NotImplementedError(
-                f"{self.dataset} has no majority_phenotype(params) function, so a minority "
-                "phenotype cannot be erased on it"
-            )
-        return fn(params)
+        return self.phantom.majority_phenotype(params)
 
 
 PHANTOM_SPECS: Registry[PhantomSpec] = Registry("phantom")
@@ -171,7 +172,7 @@ def draw_cell_params(
     if n == 0:
         return []
     wanted = {k: v for k, v in cell.items() if v is not None}
-    accepted = set(inspect.signature(spec.module.reference_params).parameters) - {"n", "seed"}
+    accepted = set(spec.phantom.constraints)
     for key, value in wanted.items():
         if key not in accepted and key not in spec.attributes and key != "finding":
             raise ValueError(
@@ -188,7 +189,7 @@ def draw_cell_params(
     batch = max(2 * n, 32) if filtered else n
     for round_ in range(max_rounds):
         try:
-            draws = spec.module.reference_params(batch, seed=stream_seed(seed, round_),
+            draws = spec.phantom.reference_params(batch, seed=stream_seed(seed, round_),
                                                  **direct)
         except ValueError as err:
             raise ValueError(f"{spec.dataset} cannot draw cell {dict(wanted)}: {err}") from err
@@ -220,40 +221,28 @@ def draw_population(
 
 
 register_phantom_spec(PhantomSpec(
-    dataset="phantom-cxr",
-    module=cxr,
-    findings=tuple(cxr.CXR_FINDINGS),
-    channels=1,
+    phantom=PHANTOMS.get("phantom-cxr"),
     attributes=("sex", "age_group", "age_band"),
     base_values=lambda p: {"sex": p.sex, "age": p.age},
     balance=("sex", "age_group"),
 ))
 
 register_phantom_spec(PhantomSpec(
-    dataset="phantom-skin",
-    module=skin,
-    findings=tuple(skin.SKIN_FINDINGS),
-    channels=3,
+    phantom=PHANTOMS.get("phantom-skin"),
     attributes=("skin_tone", "skin_tone_group"),
     base_values=lambda p: {"skin_tone": p.fitzpatrick},
     balance=("skin_tone",),
 ))
 
 register_phantom_spec(PhantomSpec(
-    dataset="phantom-brain",
-    module=brain,
-    findings=tuple(brain.BRAIN_FINDINGS),
-    channels=1,
+    phantom=PHANTOMS.get("phantom-brain"),
     attributes=("sex", "age_group", "age_band"),
     base_values=lambda p: {"sex": p.sex, "age": p.age},
     balance=("sex", "age_band"),
 ))
 
 register_phantom_spec(PhantomSpec(
-    dataset="phantom-cardiac",
-    module=cardiac,
-    findings=tuple(cardiac.CARDIAC_FINDINGS),
-    channels=1,
+    phantom=PHANTOMS.get("phantom-cardiac"),
     attributes=("sex", "age_group", "bmi_class"),
     base_values=lambda p: {"sex": p.sex, "age": p.age, "bmi": p.bmi},
     balance=("sex", "bmi_class"),

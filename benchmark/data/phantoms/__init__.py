@@ -1,6 +1,10 @@
 """Embedded procedural datasets ("phantoms"): no download, no root, deterministic per seed.
 
-Importing this package registers every phantom in :data:`benchmark.data.registry.DATASETS`.
+Every phantom is a :class:`Phantom` (``benchmark/data/phantoms/base.py``): it defines
+``sample_params``, ``render``, ``attributes`` and ``majority_phenotype`` and inherits
+``generate`` / ``reference`` / ``load`` / ``cache_key``. Importing this package registers every
+phantom in :data:`PHANTOMS` and its loader in :data:`benchmark.data.registry.DATASETS`; each
+module also exposes its phantom's methods under module-level names (``cxr.generate``, ...).
 """
 
 from . import (
@@ -9,11 +13,6 @@ from . import (
     cxr,  # noqa: F401  (registers "phantom-cxr")
     skin,  # noqa: F401  (registers "phantom-skin")
 )
+from .base import PHANTOMS, Phantom, register_phantom
 
-#: Dataset name -> phantom module. Every module offers the same surface: ``sample_params``,
-#: ``render``, ``generate`` / ``generate_params``, ``reference`` / ``reference_params``,
-#: ``majority_phenotype`` and a ``phenotype`` field on its parameters.
-PHANTOMS = {"phantom-brain": brain, "phantom-cardiac": cardiac, "phantom-cxr": cxr,
-            "phantom-skin": skin}
-
-__all__ = ["PHANTOMS", "brain", "cardiac", "cxr", "skin"]
+__all__ = ["PHANTOMS", "Phantom", "brain", "cardiac", "cxr", "register_phantom", "skin"]

@@ -1,11 +1,5 @@
-"""What every phantom shares: seeded streams, argument checks, cache keys, PNG encoding,
-rows -> Dataset, the memory + disk cache, and the bodies of ``generate`` and ``reference``.
-
-A phantom module defines its parameters, ``sample_params``, ``render`` (and optionally a
-mask renderer), ``generate_params``, ``reference_params``, ``_to_dataset`` and ``cache_key``;
-its ``generate`` and ``reference`` are :func:`generate_cached` and :func:`reference_cached`
-over those.
-"""
+"""The helpers behind :class:`~.base.Phantom`: seeded streams, argument checks, cache keys,
+PNG encoding, rows -> Dataset, and the memory + disk cache."""
 
 from __future__ import annotations
 
@@ -25,7 +19,6 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ...schema import COLUMNS, FEATURES, SCHEMA_VERSION, derive_attributes, fill_optional
-from ..splits import assign_splits
 
 _MEMORY_MAX = 16
 MEMORY: dict[tuple[str, str], datasets.Dataset] = {}
@@ -51,59 +44,6 @@ def phantom_cache_key(phantom: str, version: str, kind: str, **config: object) -
     payload = {"phantom": phantom, "kind": kind, "version": version, "schema": SCHEMA_VERSION,
                **config}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-def generate_cached(
-    cache_key: Callable[..., str],
-    generate_params: Callable[..., Sequence[Any]],
-    to_dataset: Callable[[Sequence[Any], int, list[str]], datasets.Dataset],
-    n_images: int,
-    *,
-    image_size: int,
-    seed: int,
-    split_salt: str,
-) -> datasets.Dataset:
-    """The body of every phantom's ``generate``: ``generate_params(n_images, seed=seed)``
-    rendered by ``to_dataset(params, image_size, splits)``, split by
-    :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``, and
-    cached under ``cache_key("generate", n_images=, image_size=, seed=, split_salt=)``."""
-    n_images, image_size, seed = int(n_images), int(image_size), int(seed)
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    key = cache_key("generate", n_images=n_images, image_size=image_size, seed=seed,
-                    split_salt=split_salt)
-
-    def build() -> datasets.Dataset:
-        params = generate_params(n_images, seed=seed)
-        splits = assign_splits([p.patient_id for p in params], salt=split_salt)
-        return to_dataset(params, image_size, splits)
-
-    return cached_dataset(key, build)
-
-
-def reference_cached(
-    cache_key: Callable[..., str],
-    reference_params: Callable[..., Sequence[Any]],
-    to_dataset: Callable[[Sequence[Any], int, list[str]], datasets.Dataset],
-    n: int,
-    *,
-    image_size: int,
-    seed: int,
-    **constraints: object,
-) -> datasets.Dataset:
-    """The body of every phantom's ``reference``: ``reference_params(n, seed=seed,
-    **constraints)`` rendered with every row in the ``test`` split, cached under
-    ``cache_key("reference", n=, image_size=, seed=, **constraints)``."""
-    n, image_size, seed = int(n), int(image_size), int(seed)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    key = cache_key("reference", n=n, image_size=image_size, seed=seed, **constraints)
-
-    def build() -> datasets.Dataset:
-        params = reference_params(n, seed=seed, **constraints)
-        return to_dataset(params, image_size, ["test"] * len(params))
-
-    return cached_dataset(key, build)
 
 
 def stable_uniform(*parts: object) -> float:

@@ -40,23 +40,16 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import asdict, dataclass, replace
 
-import datasets
 import numpy as np
 from scipy import ndimage
 
 from ...schema import AGE_BAND_EDGE, AGE_BANDS, SEX, age_to_band, age_to_group
-from ..registry import DatasetSpec, register_dataset
 from ._common import (
     check_choice,
-    generate_cached,
-    params_to_dataset,
-    phantom_cache_key,
-    reference_cached,
-    seed_rng,
 )
+from .base import Phantom, register_phantom
 
 BRAIN_FINDINGS: tuple[str, ...] = ("no_finding", "dementia")
 
@@ -521,102 +514,37 @@ def region_masks(params: BrainParams, image_size: int = 64) -> dict[str, np.ndar
 
 
 # --------------------------------------------------------------------------------------------
-# Datasets, with a memory and disk cache
+# Datasets: the phantom object (generate / reference / load / cache_key come from Phantom)
 # --------------------------------------------------------------------------------------------
 
 
-def generate_params(n_images: int, *, seed: int = 0) -> list[BrainParams]:
-    """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(seed_rng(seed, "brain-generate"), int(n_images))
+class BrainPhantom(Phantom):
+    """The brain MRI phantom (``phantom-brain``): one image per patient."""
+
+    name = SOURCE
+    key = "brain"
+    version = PHANTOM_VERSION
+    description = ("procedural T1 axial brain MRI phantom, no_finding / dementia, OASIS-1-like "
+                   "age, sex and dementia proportions (embedded, no download)")
+    card = "phantom_brain.md"
+    findings = BRAIN_FINDINGS
+    channels = 1
+    constraints = {"sex": SEX, "age_band": AGE_BANDS, "finding": BRAIN_FINDINGS}
+    generate_stream = "brain-generate"
+    reference_stream = "brain-reference"
+    sample_params = staticmethod(sample_params)
+    render = staticmethod(render)
+    majority_phenotype = staticmethod(majority_phenotype)
+
+    def attributes(self, params: BrainParams) -> dict[str, object]:
+        return {"sex": params.sex, "age": params.age}
 
 
-def reference_params(
-    n: int,
-    *,
-    sex: str | None = None,
-    age_band: str | None = None,
-    finding: str | None = None,
-    seed: int = 0,
-) -> list[BrainParams]:
-    """The parameters of :func:`reference`'s rows, in row order."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return sample_params(seed_rng(seed, "brain-reference"), int(n), sex=sex,
-                         age_band=age_band, finding=finding, id_prefix="brain-ref")
-
-
-def _to_dataset(params: list[BrainParams], image_size: int,
-                splits: list[str]) -> datasets.Dataset:
-    return params_to_dataset(
-        params, splits, image_size=image_size, render=render, source=SOURCE,
-        attributes=lambda p: {"sex": p.sex, "age": p.age},
-    )
-
-
-def cache_key(kind: str, **config: object) -> str:
-    """sha256 of everything a cached phantom dataset depends on."""
-    return phantom_cache_key("brain", PHANTOM_VERSION, kind, **config)
-
-
-def generate(
-    n_images: int,
-    *,
-    image_size: int = 64,
-    seed: int = 0,
-    split_salt: str = "fairsynth",
-) -> datasets.Dataset:
-    """The phantom dataset: ``n_images`` rows (one per patient) in the standard schema.
-
-    Deterministic per ``(n_images, seed)``; the rows' generating parameters are
-    :func:`generate_params` ``(n_images, seed=seed)`` in the same order. ``split`` comes from
-    :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``.
-    Cached in memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
-    """
-    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
-                           image_size=image_size, seed=seed, split_salt=split_salt)
-
-
-def reference(
-    n: int,
-    *,
-    sex: str | None = None,
-    age_band: str | None = None,
-    finding: str | None = None,
-    image_size: int = 64,
-    seed: int = 0,
-) -> datasets.Dataset:
-    """A reference population of ``n`` images of any subgroup and finding (ground truth).
-
-    Every image is a different patient. Attributes left ``None`` follow the calibrated
-    conditional distribution given the others. Rows have ``split == "test"``; patient ids
-    start with ``brain-ref-`` and never collide with :func:`generate`'s. Parameters:
-    :func:`reference_params`.
-    """
-    check_choice("sex", sex, SEX)
-    check_choice("age_band", age_band, AGE_BANDS)
-    check_choice("finding", finding, BRAIN_FINDINGS)
-    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
-                            seed=seed, sex=sex, age_band=age_band, finding=finding)
-
-
-def load(
-    *, root: str | os.PathLike | None = None, image_size: int = 64, n_images: int = 2000,
-    seed: int = 0, split_salt: str = "fairsynth",
-) -> datasets.Dataset:
-    """The registered loader of ``phantom-brain``: :func:`generate` (``root`` is ignored)."""
-    del root
-    return generate(n_images, image_size=image_size, seed=seed, split_salt=split_salt)
-
-
-register_dataset(
-    DatasetSpec(
-        name="phantom-brain",
-        description="procedural T1 axial brain MRI phantom, no_finding / dementia, OASIS-1-like "
-        "age, sex and dementia proportions (embedded, no download)",
-        loader=load,
-        phantom=True,
-        card="phantom_brain.md",
-    )
-)
+#: The registered phantom; the module-level functions below are its methods.
+PHANTOM = register_phantom(BrainPhantom())
+generate = PHANTOM.generate
+generate_params = PHANTOM.generate_params
+reference = PHANTOM.reference
+reference_params = PHANTOM.reference_params
+cache_key = PHANTOM.cache_key
+load = PHANTOM.load

@@ -43,24 +43,18 @@ from __future__ import annotations
 
 import functools
 import math
-import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
-import datasets
 import numpy as np
 from scipy import ndimage, stats
 
 from ...schema import BMI_CLASSES, BMI_EDGES, SEX, bmi_to_class
-from ..registry import DatasetSpec, register_dataset
 from ._common import (
     check_choice,
-    generate_cached,
-    params_to_dataset,
-    phantom_cache_key,
-    reference_cached,
-    seed_rng,
     stable_uniform,
 )
+from .base import Phantom, register_phantom
 
 CARDIAC_FINDINGS: tuple[str, ...] = ("no_finding", "heart_failure")
 FRAMES: tuple[str, ...] = ("ed", "es")  # end-diastole, end-systole
@@ -753,111 +747,52 @@ def ejection_fraction_from_areas(area_ed: float, area_es: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# Datasets, with a memory and disk cache
+# Datasets: the phantom object (generate / reference / load / cache_key come from Phantom)
 # --------------------------------------------------------------------------------------------
 
 
-def generate_params(n_images: int, *, seed: int = 0) -> list[CardiacParams]:
-    """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(seed_rng(seed, "cardiac-generate"), int(n_images))
+class CardiacPhantom(Phantom):
+    """The cardiac MRI phantom (``phantom-cardiac``): ED and ES frames of each patient.
 
-
-def reference_params(
-    n: int,
-    *,
-    sex: str | None = None,
-    bmi_class: str | None = None,
-    finding: str | None = None,
-    frame: str | None = None,
-    seed: int = 0,
-) -> list[CardiacParams]:
-    """The parameters of :func:`reference`'s rows, in row order."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    check_choice("frame", frame, FRAMES)
-    frames = FRAMES if frame is None else (frame,)
-    return sample_params(seed_rng(seed, "cardiac-reference"), int(n), sex=sex,
-                         bmi_class=bmi_class, finding=finding, frames=frames,
-                         id_prefix="cardiac-ref")
-
-
-def _to_dataset(params: list[CardiacParams], image_size: int,
-                splits: list[str]) -> datasets.Dataset:
-    return params_to_dataset(
-        params, splits, image_size=image_size, render=render, render_mask=render_mask,
-        source=SOURCE, attributes=lambda p: {"sex": p.sex, "age": p.age, "bmi": p.bmi},
-    )
-
-
-def cache_key(kind: str, **config: object) -> str:
-    """sha256 of everything a cached phantom dataset depends on."""
-    return phantom_cache_key("cardiac", PHANTOM_VERSION, kind, **config)
-
-
-def generate(
-    n_images: int,
-    *,
-    image_size: int = 64,
-    seed: int = 0,
-    split_salt: str = "fairsynth",
-) -> datasets.Dataset:
-    """The phantom dataset: ``n_images`` rows (ED and ES frames of each patient, consecutive).
-
-    Deterministic per ``(n_images, seed)``; the rows' generating parameters are
-    :func:`generate_params` ``(n_images, seed=seed)`` in the same order. ``split`` comes from
-    :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``, so
-    both frames of a patient share a split. ``mask`` holds :func:`render_mask`. Cached in
-    memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
+    :meth:`generate` rows are both frames of each patient, consecutive (so they share a
+    split); ``mask`` holds :func:`render_mask`. A :meth:`reference` with ``frame=None`` gives
+    both frames of ``ceil(n / 2)`` patients (like :meth:`generate`); ``"ed"`` or ``"es"`` one
+    frame of each of ``n`` patients.
     """
-    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
-                           image_size=image_size, seed=seed, split_salt=split_salt)
+
+    name = SOURCE
+    key = "cardiac"
+    version = PHANTOM_VERSION
+    description = ("procedural short-axis cine cardiac MRI phantom (ED and ES frames with "
+                   "LV / myocardium / RV masks), no_finding / heart_failure, sex and BMI "
+                   "effects (embedded, no download)")
+    card = "phantom_cardiac.md"
+    findings = CARDIAC_FINDINGS
+    channels = 1
+    constraints = {"sex": SEX, "bmi_class": BMI_CLASSES, "finding": CARDIAC_FINDINGS,
+                   "frame": FRAMES}
+    generate_stream = "cardiac-generate"
+    reference_stream = "cardiac-reference"
+    sample_params = staticmethod(sample_params)
+    render = staticmethod(render)
+    render_mask = staticmethod(render_mask)
+    majority_phenotype = staticmethod(majority_phenotype)
+
+    def attributes(self, params: CardiacParams) -> dict[str, object]:
+        return {"sex": params.sex, "age": params.age, "bmi": params.bmi}
+
+    def reference_sampling(self, constraints: Mapping[str, object]) -> dict[str, object]:
+        out = dict(constraints)
+        frame = out.pop("frame")
+        out["frames"] = FRAMES if frame is None else (frame,)
+        return out
 
 
-def reference(
-    n: int,
-    *,
-    sex: str | None = None,
-    bmi_class: str | None = None,
-    finding: str | None = None,
-    frame: str | None = None,
-    image_size: int = 64,
-    seed: int = 0,
-) -> datasets.Dataset:
-    """A reference population of ``n`` images of any subgroup and finding (ground truth).
-
-    ``frame=None`` gives both frames of ``ceil(n / 2)`` patients (like :func:`generate`);
-    ``"ed"`` or ``"es"`` one frame of each of ``n`` patients. Attributes left ``None`` follow
-    the model's conditional distribution given the others. Rows have ``split == "test"``;
-    patient ids start with ``cardiac-ref-`` and never collide with :func:`generate`'s.
-    Parameters: :func:`reference_params`.
-    """
-    check_choice("sex", sex, SEX)
-    check_choice("bmi_class", bmi_class, BMI_CLASSES)
-    check_choice("finding", finding, CARDIAC_FINDINGS)
-    check_choice("frame", frame, FRAMES)
-    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
-                            seed=seed, sex=sex, bmi_class=bmi_class, finding=finding, frame=frame)
-
-
-def load(
-    *, root: str | os.PathLike | None = None, image_size: int = 64, n_images: int = 2000,
-    seed: int = 0, split_salt: str = "fairsynth",
-) -> datasets.Dataset:
-    """The registered loader of ``phantom-cardiac``: :func:`generate` (``root`` is ignored)."""
-    del root
-    return generate(n_images, image_size=image_size, seed=seed, split_salt=split_salt)
-
-
-register_dataset(
-    DatasetSpec(
-        name="phantom-cardiac",
-        description="procedural short-axis cine cardiac MRI phantom (ED and ES frames with "
-        "LV / myocardium / RV masks), no_finding / heart_failure, sex and BMI effects "
-        "(embedded, no download)",
-        loader=load,
-        phantom=True,
-        card="phantom_cardiac.md",
-    )
-)
+#: The registered phantom; the module-level functions below are its methods.
+PHANTOM = register_phantom(CardiacPhantom())
+generate = PHANTOM.generate
+generate_params = PHANTOM.generate_params
+reference = PHANTOM.reference
+reference_params = PHANTOM.reference_params
+cache_key = PHANTOM.cache_key
+load = PHANTOM.load

@@ -63,26 +63,20 @@ import importlib.util
 import json
 import logging
 import math
-import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
 from ...schema import AGE_GROUPS, SEX, age_to_group
-from ..registry import DatasetSpec, register_dataset
 from ._common import (
     check_choice,
-    generate_cached,
-    params_to_dataset,
-    phantom_cache_key,
-    reference_cached,
-    seed_rng,
     stable_uniform,
 )
+from .base import Phantom, register_phantom
 
 log = logging.getLogger(__name__)
 
@@ -920,105 +914,46 @@ def render(params: CXRParams, image_size: int = 64) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Datasets, with a memory and disk cache
+# Datasets: the phantom object (generate / reference / load / cache_key come from Phantom)
 # --------------------------------------------------------------------------------------------
 
 
-def generate_params(n_images: int, *, seed: int = 0) -> list[CXRParams]:
-    """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(seed_rng(seed, "generate"), n_images)
+class CXRPhantom(Phantom):
+    """The chest X-ray phantom (``phantom-cxr``).
 
-
-def reference_params(
-    n: int,
-    *,
-    sex: str | None = None,
-    age_group: str | None = None,
-    finding: str | None = None,
-    seed: int = 0,
-) -> list[CXRParams]:
-    """The parameters of :func:`reference`'s rows, in row order."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return sample_params(
-        seed_rng(seed, "reference"), n, sex=sex, age_group=age_group, finding=finding,
-        images_per_patient=1, id_prefix="cxr-ref",
-    )
-
-
-def _to_dataset(params: list[CXRParams], image_size: int,
-                splits: list[str]) -> datasets.Dataset:
-    return params_to_dataset(
-        params, splits, image_size=image_size, render=render, source=SOURCE,
-        attributes=lambda p: {"sex": p.sex, "age": p.age},
-    )
-
-
-def cache_key(kind: str, **config: object) -> str:
-    """sha256 of everything a cached phantom dataset depends on."""
-    return phantom_cache_key("cxr", PHANTOM_VERSION, kind, calibration=calibration_hash(),
-                             **config)
-
-
-def generate(
-    n_images: int,
-    *,
-    image_size: int = 64,
-    seed: int = 0,
-    split_salt: str = "fairsynth",
-) -> datasets.Dataset:
-    """The phantom dataset: ``n_images`` rows in the standard schema, split by patient.
-
-    Deterministic per ``(n_images, seed)``; the rows' generating parameters are
-    :func:`generate_params` ``(n_images, seed=seed)`` in the same order. ``split`` comes from
-    :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``.
-    Cached in memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
+    :meth:`generate` rows follow CheXpert's images per patient (a patient's studies are
+    consecutive rows and share a split); in a :meth:`reference` population every image is a
+    different patient (one study each). The cache key includes :func:`calibration_hash`.
     """
-    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
-                           image_size=image_size, seed=seed, split_salt=split_salt)
+
+    name = SOURCE
+    key = "cxr"
+    version = PHANTOM_VERSION
+    description = ("procedural chest X-ray phantom, 5 CheXpert findings calibrated to CheXpert "
+                   "sex x age x finding counts, plus COVID-19 (embedded, no download)")
+    card = "phantom_cxr.md"
+    findings = CXR_FINDINGS
+    channels = 1
+    constraints = {"sex": SEX, "age_group": AGE_GROUPS, "finding": CXR_FINDINGS}
+    sample_params = staticmethod(sample_params)
+    render = staticmethod(render)
+    majority_phenotype = staticmethod(majority_phenotype)
+
+    def attributes(self, params: CXRParams) -> dict[str, object]:
+        return {"sex": params.sex, "age": params.age}
+
+    def calibration(self) -> dict[str, object]:
+        return {"calibration": calibration_hash()}
+
+    def reference_sampling(self, constraints: Mapping[str, object]) -> dict[str, object]:
+        return {**constraints, "images_per_patient": 1}
 
 
-def reference(
-    n: int,
-    *,
-    sex: str | None = None,
-    age_group: str | None = None,
-    finding: str | None = None,
-    image_size: int = 64,
-    seed: int = 0,
-) -> datasets.Dataset:
-    """A reference population of ``n`` images of any subgroup and finding (ground truth).
-
-    Every image is a different patient (one study each). Attributes left ``None`` follow the
-    calibrated conditional distribution given the others. Rows have ``split == "test"``:
-    a reference population is for evaluation only. Patient ids start with ``cxr-ref-`` and
-    never collide with :func:`generate`'s. Parameters: :func:`reference_params`.
-    """
-    check_choice("sex", sex, SEX)
-    check_choice("age_group", age_group, AGE_GROUPS)
-    check_choice("finding", finding, CXR_FINDINGS)
-    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
-                            seed=seed, sex=sex, age_group=age_group, finding=finding)
-
-
-def load(
-    *, root: str | os.PathLike | None = None, image_size: int = 64, n_images: int = 2000,
-    seed: int = 0, split_salt: str = "fairsynth",
-) -> datasets.Dataset:
-    """The registered loader of ``phantom-cxr``: :func:`generate` (``root`` is ignored)."""
-    del root
-    return generate(n_images, image_size=image_size, seed=seed, split_salt=split_salt)
-
-
-register_dataset(
-    DatasetSpec(
-        name="phantom-cxr",
-        description="procedural chest X-ray phantom, 5 CheXpert findings calibrated to CheXpert "
-        "sex x age x finding counts, plus COVID-19 (embedded, no download)",
-        loader=load,
-        phantom=True,
-        card="phantom_cxr.md",
-    )
-)
+#: The registered phantom; the module-level functions below are its methods.
+PHANTOM = register_phantom(CXRPhantom())
+generate = PHANTOM.generate
+generate_params = PHANTOM.generate_params
+reference = PHANTOM.reference
+reference_params = PHANTOM.reference_params
+cache_key = PHANTOM.cache_key
+load = PHANTOM.load

@@ -35,23 +35,16 @@ inflammatory lesions on types IV-VI carry a ring of post-inflammatory hyperpigme
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import asdict, dataclass, replace
 
-import datasets
 import numpy as np
 from scipy import ndimage
 
 from ...schema import SKIN_TONE
-from ..registry import DatasetSpec, register_dataset
 from ._common import (
     check_choice,
-    generate_cached,
-    params_to_dataset,
-    phantom_cache_key,
-    reference_cached,
-    seed_rng,
 )
+from .base import Phantom, register_phantom
 
 SKIN_FINDINGS: tuple[str, ...] = (
     "allergic_contact_dermatitis",
@@ -625,99 +618,44 @@ def render(params: SkinParams, image_size: int = 64) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Datasets, with a memory and disk cache
+# Datasets: the phantom object (generate / reference / load / cache_key come from Phantom)
 # --------------------------------------------------------------------------------------------
 
 
-def generate_params(n_images: int, *, seed: int = 0) -> list[SkinParams]:
-    """The parameters of :func:`generate`'s rows, in row order (independent of image size)."""
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    return sample_params(seed_rng(seed, "generate"), n_images)
+class SkinPhantom(Phantom):
+    """The skin phantom (``phantom-skin``): one image per patient.
 
-
-def reference_params(n: int, *, skin_tone: str | None = None, finding: str | None = None,
-                     seed: int = 0) -> list[SkinParams]:
-    """The parameters of :func:`reference`'s rows, in row order."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return sample_params(seed_rng(seed, "reference"), n, skin_tone=skin_tone, finding=finding,
-                         id_prefix="skin-ref")
-
-
-def _to_dataset(params: list[SkinParams], image_size: int,
-                splits: list[str]) -> datasets.Dataset:
-    return params_to_dataset(
-        params, splits, image_size=image_size, render=render, source=SOURCE,
-        attributes=lambda p: {"skin_tone": p.skin_tone},
-    )
-
-
-def cache_key(kind: str, **config: object) -> str:
-    """sha256 of everything a cached phantom dataset depends on."""
-    return phantom_cache_key(
-        "skin", PHANTOM_VERSION, kind,
-        tone_counts=[[k, v] for k, v in FITZPATRICK17K_TONE_COUNTS.items()],
-        disease_weights=list(DISEASE_WEIGHTS), **config)
-
-
-def generate(
-    n_images: int,
-    *,
-    image_size: int = 64,
-    seed: int = 0,
-    split_salt: str = "fairsynth",
-) -> datasets.Dataset:
-    """The phantom dataset: ``n_images`` rows in the standard schema, split by patient.
-
-    Deterministic per ``(n_images, seed)``; the rows' generating parameters are
-    :func:`generate_params` ``(n_images, seed=seed)`` in the same order. ``split`` comes from
-    :func:`benchmark.data.splits.assign_splits` over the patient ids with ``split_salt``.
-    Cached in memory and on disk under ``$FAIRSYNTH_CACHE/phantoms/<key>/``.
+    An unconstrained :meth:`reference` type may be unknown, as in Fitzpatrick17k. The cache
+    key includes :data:`FITZPATRICK17K_TONE_COUNTS` and :data:`DISEASE_WEIGHTS`.
     """
-    return generate_cached(cache_key, generate_params, _to_dataset, n_images,
-                           image_size=image_size, seed=seed, split_salt=split_salt)
+
+    name = SOURCE
+    key = "skin"
+    version = PHANTOM_VERSION
+    description = ("procedural dermatology photo phantom (RGB), FairGen's 5 Fitzpatrick17k "
+                   "diseases, Fitzpatrick types calibrated to Fitzpatrick17k counts, "
+                   "tone-dependent phenotypes (embedded, no download)")
+    card = "phantom_skin.md"
+    findings = SKIN_FINDINGS
+    channels = 3
+    constraints = {"skin_tone": SKIN_TONE, "finding": SKIN_FINDINGS}
+    sample_params = staticmethod(sample_params)
+    render = staticmethod(render)
+    majority_phenotype = staticmethod(majority_phenotype)
+
+    def attributes(self, params: SkinParams) -> dict[str, object]:
+        return {"skin_tone": params.skin_tone}
+
+    def calibration(self) -> dict[str, object]:
+        return {"tone_counts": [[k, v] for k, v in FITZPATRICK17K_TONE_COUNTS.items()],
+                "disease_weights": list(DISEASE_WEIGHTS)}
 
 
-def reference(
-    n: int,
-    *,
-    skin_tone: str | None = None,
-    finding: str | None = None,
-    image_size: int = 64,
-    seed: int = 0,
-) -> datasets.Dataset:
-    """A reference population of ``n`` images of any Fitzpatrick type and finding.
-
-    Every image is a different patient. Attributes left ``None`` follow the calibrated
-    distribution (an unconstrained type may be unknown, as in Fitzpatrick17k). Rows have
-    ``split == "test"``: a reference population is for evaluation only. Patient ids start with
-    ``skin-ref-`` and never collide with :func:`generate`'s. Parameters:
-    :func:`reference_params`.
-    """
-    check_choice("skin_tone", skin_tone, SKIN_TONE)
-    check_choice("finding", finding, SKIN_FINDINGS)
-    return reference_cached(cache_key, reference_params, _to_dataset, n, image_size=image_size,
-                            seed=seed, skin_tone=skin_tone, finding=finding)
-
-
-def load(
-    *, root: str | os.PathLike | None = None, image_size: int = 64, n_images: int = 2000,
-    seed: int = 0, split_salt: str = "fairsynth",
-) -> datasets.Dataset:
-    """The registered loader of ``phantom-skin``: :func:`generate` (``root`` is ignored)."""
-    del root
-    return generate(n_images, image_size=image_size, seed=seed, split_salt=split_salt)
-
-
-register_dataset(
-    DatasetSpec(
-        name="phantom-skin",
-        description="procedural dermatology photo phantom (RGB), FairGen's 5 Fitzpatrick17k "
-        "diseases, Fitzpatrick types calibrated to Fitzpatrick17k counts, tone-dependent "
-        "phenotypes (embedded, no download)",
-        loader=load,
-        phantom=True,
-        card="phantom_skin.md",
-    )
-)
+#: The registered phantom; the module-level functions below are its methods.
+PHANTOM = register_phantom(SkinPhantom())
+generate = PHANTOM.generate
+generate_params = PHANTOM.generate_params
+reference = PHANTOM.reference
+reference_params = PHANTOM.reference_params
+cache_key = PHANTOM.cache_key
+load = PHANTOM.load
