@@ -75,7 +75,8 @@ def pick_device() -> str:
 
 def load_task_data(task: Task, profile: Profile, *, root: str | Path | None = None
                    ) -> datasets.Dataset:
-    """The task's samples (all splits) in the standard schema, restricted to its findings."""
+    """The task's samples (all splits) in the standard schema, as the task selects them
+    (:meth:`Task.select`)."""
     spec = DATASETS.get(task.dataset)
     if not spec.phantom and root is None:
         raise ValueError(
@@ -85,29 +86,7 @@ def load_task_data(task: Task, profile: Profile, *, root: str | Path | None = No
     ds = spec.loader(root=root, image_size=task.image_size, n_images=profile.phantom_images,
                      seed=DATA_SEED, split_salt=task.split_salt)
     validate_dataset(ds, source=spec.name)
-    findings = column(ds, "finding")
-    keep = [i for i, f in enumerate(findings) if task.class_of(f) is not None]
-    dropped = Counter(f for f in findings if task.class_of(f) is None)
-    if dropped:
-        log.info("task %s: filtered out %d rows whose finding is outside the task: %s",
-                 task.name, sum(dropped.values()), dict(dropped))
-        ds = ds.select(keep)
-    if task.held_out_groups:  # CompDiff-style zero-shot intersections: none in training
-        held = set(task.held_out_groups)
-        cells = task.cell_keys(ds)
-        drop = [i for i, ((g, _), s) in enumerate(zip(cells, column(ds, "split"), strict=True))
-                if s == "train" and g in held]
-        if drop:
-            log.info("task %s: removed %d training rows of the held-out groups %s",
-                     task.name, len(drop), sorted(held))
-            dropset = set(drop)
-            ds = ds.select([i for i in range(len(ds)) if i not in dropset])
-    for attr in task.sensitive_attributes:
-        unknown = sum(v is None for v in column(ds, attr))
-        if unknown:
-            log.info("task %s: %d rows have unknown %s (kept, as their own group)",
-                     task.name, unknown, attr)
-    return ds
+    return task.select(ds)
 
 
 def split(ds: datasets.Dataset, name: str) -> datasets.Dataset:

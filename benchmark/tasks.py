@@ -9,6 +9,8 @@ headline metrics it is ranked by (:mod:`benchmark.headline`). A new task is a fe
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,6 +22,8 @@ from .headline import default_headline_metrics
 from .headline import parse as parse_headline
 from .registry import Registry
 from .schema import ATTRIBUTES, FINDINGS, column
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,33 @@ class Task:
         groups = self.grouper.values(ds)
         findings = column(ds, "finding")
         return [(g, self.class_of(f)) for g, f in zip(groups, findings, strict=True)]
+
+    def select(self, ds: datasets.Dataset) -> datasets.Dataset:
+        """The rows of ``ds`` (all splits) this task uses: rows whose finding maps to one of
+        its classes, less the training rows of its held-out groups (CompDiff-style zero-shot
+        intersections: they are scored, never trained on). Every filtered row is counted in
+        the log; rows with an unknown sensitive attribute are kept (and counted)."""
+        findings = column(ds, "finding")
+        dropped = Counter(f for f in findings if self.class_of(f) is None)
+        if dropped:
+            log.info("task %s: filtered out %d rows whose finding is outside the task: %s",
+                     self.name, sum(dropped.values()), dict(dropped))
+            ds = ds.select([i for i, f in enumerate(findings) if self.class_of(f) is not None])
+        if self.held_out_groups:
+            held = set(self.held_out_groups)
+            drop = {i for i, ((g, _), s) in enumerate(zip(self.cell_keys(ds), column(ds, "split"),
+                                                          strict=True))
+                    if s == "train" and g in held}
+            if drop:
+                log.info("task %s: removed %d training rows of the held-out groups %s",
+                         self.name, len(drop), sorted(held))
+                ds = ds.select([i for i in range(len(ds)) if i not in drop])
+        for attr in self.sensitive_attributes:
+            unknown = sum(v is None for v in column(ds, attr))
+            if unknown:
+                log.info("task %s: %d rows have unknown %s (kept, as their own group)",
+                         self.name, unknown, attr)
+        return ds
 
     def prompt(self, group: Mapping[str, str | None], cls: str) -> str:
         values = {a: label_of(v) for a, v in group.items()}
