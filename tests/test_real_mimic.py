@@ -102,7 +102,7 @@ def test_held_out_groups_leave_training_only(tmp_path, caplog):
                 sensitive_attributes=("sex", "race"),
                 held_out_groups=(("female", "white"), ("male", "hispanic")))
     assert Task.from_dict(task.as_dict()) == task
-    caplog.set_level(logging.INFO, logger="benchmark.runner")
+    caplog.set_level(logging.INFO, logger="benchmark.tasks")
     ds = load_task_data(task, PROFILES.get("smoke"), root=tmp_path)
     # d1, d3 (female, white) are train rows: removed; d5 (male, hispanic) is test: kept
     assert "d1" not in ds["sample_id"] and "d3" not in ds["sample_id"]
