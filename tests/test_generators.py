@@ -3,7 +3,16 @@ import itertools
 import numpy as np
 import pytest
 
-from benchmark import GENERATORS, FitContext, Generator, Plan, PlanRow, allocate, cell_counts
+from benchmark import (
+    GENERATORS,
+    PROFILES,
+    FitContext,
+    Generator,
+    Plan,
+    PlanRow,
+    allocate,
+    cell_counts,
+)
 from benchmark.generators import water_fill
 from benchmark.schema import validate_dataset
 from benchmark.tasks import Task
@@ -76,7 +85,7 @@ def test_entry_point_plugins_are_registered():
 
 def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset, tmp_path):
     gen = GENERATORS.get("oversample")()
-    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=0))
     plan = allocate(tiny_dataset, TASK, budget=10, seed=1)
     out = gen.sample(plan)
     validate_dataset(out)
@@ -100,7 +109,7 @@ def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset, tmp_pa
 
 def test_oversample_errors_on_a_cell_without_training_images(tiny_dataset):
     gen = GENERATORS.get("oversample")()
-    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=0))
     plan = Plan("t", ("sex",), (PlanRow((("sex", "female"),), "pleural_effusion", 2, "x"),))
     with pytest.raises(ValueError, match="no training image"):
         gen.sample(plan)
@@ -108,5 +117,5 @@ def test_oversample_errors_on_a_cell_without_training_images(tiny_dataset):
 
 def test_real_only_generates_nothing(tiny_dataset):
     gen = GENERATORS.get("real-only")()
-    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=0))
     assert len(gen.sample(allocate(tiny_dataset, TASK, budget=5))) == 0

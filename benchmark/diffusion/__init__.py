@@ -6,9 +6,10 @@ Methods subclass :class:`DiffusionGenerator` and override the :class:`TrainingHo
 change (documented in :mod:`benchmark.diffusion.trainer`).
 """
 
-from .backbone import SPECS, Backbone, BackboneSpec, PixelCodec, VaeCodec, build_backbone
+from ..settings import BackboneSpec, DiffusionSettings
+from .backbone import Backbone, PixelCodec, VaeCodec, backbone_spec, build_backbone
 from .data import TrainData, build_train_data, image_to_tensor, tensor_to_image
-from .generator import PROFILE_DEFAULTS, DiffusionGenerator
+from .generator import DiffusionGenerator
 from .prompts import PROMPT_STYLES, build_prompt
 from .sampling import SAMPLERS, sample_images
 from .tokenizer import build_clip_tokenizer
@@ -23,13 +24,12 @@ from .trainer import (
 )
 
 __all__ = [
-    "PROFILE_DEFAULTS",
     "PROMPT_STYLES",
     "SAMPLERS",
-    "SPECS",
     "Backbone",
     "BackboneSpec",
     "DiffusionGenerator",
+    "DiffusionSettings",
     "DiffusionTrainer",
     "IndexSchedule",
     "LossOutput",
@@ -40,6 +40,7 @@ __all__ = [
     "TrainResult",
     "TrainingHooks",
     "VaeCodec",
+    "backbone_spec",
     "build_backbone",
     "build_clip_tokenizer",
     "build_prompt",
