@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .generators import OptionError, check_option_value
 from .profiles import DEFAULT_PROFILE
 from .registry import UnknownNameError
 from .report.summary import summary
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cache; nothing is downloaded")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
                    help="a method option (repeatable; VALUE is read as JSON when it parses, "
-                        "e.g. --set steps=200 --set prompt_style=task); unknown keys are errors")
+                        "e.g. --set steps=200 --set prompt_style=task); unknown keys and "
+                        "values of the wrong type are errors (exit 2)")
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="score a folder of images against a task's real test set",
@@ -201,20 +203,51 @@ def _listing(command: str) -> list[str]:
     return [f"{n:<28} {p.description}" for n, p in PROFILES.items()]
 
 
-def method_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The method config given on the command line (``--set KEY=VALUE``, ``--pretrained``)."""
+def method_options(args: argparse.Namespace, gen_cls: type | None = None) -> dict[str, Any]:
+    """The method config given on the command line (``--set KEY=VALUE``, ``--pretrained``).
+
+    VALUE is read as JSON when it parses (``3`` an int, ``1e-4`` a float, ``true`` a bool,
+    ``null`` None); with ``gen_cls``, an option that takes a string keeps VALUE as written
+    when its JSON reading is not one of the option's types (``--set group=1`` is ``"1"``).
+    Types are checked by the generator (:meth:`benchmark.Generator.check_config`)."""
     out: dict[str, Any] = {}
     for item in args.options:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         try:
-            out[key] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            parsed = value
+        if gen_cls is not None and key in gen_cls.default_config and parsed is not None:
+            types, _ = gen_cls.option_type(key)
+            if str in types and not isinstance(parsed, str):
+                try:
+                    check_option_value(key, key, parsed, types, nullable=False)
+                except OptionError:
+                    parsed = value
+        out[key] = parsed
     if args.pretrained is not None:
         out["pretrained"] = args.pretrained
     return out
+
+
+def check_run_options(args: argparse.Namespace) -> str | None:
+    """Everything a ``run`` / ``evaluate`` command line can get wrong that is cheap to check,
+    before any work starts: the seed and, for ``run``, the method's options (names, types,
+    ranges; resolved against the profile). Returns the error line, or None."""
+    from .generators import GENERATORS
+    from .profiles import PROFILES
+    from .runner import check_seed
+
+    try:
+        check_seed(args.seed)
+        if args.command == "run":
+            gen_cls = GENERATORS.get(args.method)
+            gen_cls(method_options(args, gen_cls)).resolve(PROFILES.get(args.profile))
+    except ValueError as err:
+        return f"error: {err}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,11 +288,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownNameError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    problem = check_run_options(args)
+    if problem is not None:  # a bad seed or option: one line, before any work
+        print(problem, file=sys.stderr)
+        return 2
     try:
         if args.command == "run":
             record = run(method=args.method, task=args.task, profile=args.profile,
                          seed=args.seed, out=args.out, root=args.root, progress=not args.quiet,
-                         method_config=method_options(args) or None)
+                         method_config=method_options(args, GENERATORS.get(args.method))
+                         or None)
         else:
             record = evaluate_folder(task=args.task, synthetic_dir=args.synthetic,
                                      profile=args.profile, seed=args.seed, out=args.out,

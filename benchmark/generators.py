@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import datasets
 import numpy as np
 
+from .profiles import Profile
 from .registry import Registry
 from .schema import column
 from .tasks import Task
@@ -222,14 +223,67 @@ def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0)
 
 @dataclass(frozen=True)
 class FitContext:
-    """What a generator may know about the run it is trained in."""
+    """What a generator may know about the run it is trained in (``profile`` is the run's
+    :class:`~benchmark.profiles.Profile`, not its name)."""
 
     task: Task
-    profile: str
+    profile: Profile
     seed: int
     device: str = "cpu"
     work_dir: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.profile, Profile):
+            raise TypeError(f"FitContext.profile must be a benchmark.Profile (e.g. "
+                            f"PROFILES.get('smoke')), got {self.profile!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Options
+
+#: The type(s) an option accepts.
+OptionType = type | tuple[type, ...]
+
+
+class OptionError(ValueError):
+    """A generator option with an unknown name or a value of the wrong type or range; the
+    message is one line naming the option, the value and what was expected."""
+
+
+def _type_names(types: tuple[type, ...], nullable: bool) -> str:
+    names = [t.__name__ for t in types] + (["None"] if nullable else [])
+    return " or ".join(names)
+
+
+def check_option_value(owner: str, key: str, value: Any, types: tuple[type, ...], *,
+                       nullable: bool) -> Any:
+    """``value`` if it has one of ``types`` (``None`` only when ``nullable``), else an
+    :class:`OptionError`. ``bool`` is not an ``int``; a ``float`` option takes an ``int``
+    (returned as a float, so ``lr=1`` and ``lr=1.0`` are the same config) and must be
+    finite."""
+    if value is None:
+        if nullable:
+            return None
+    else:
+        for t in types:
+            if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    raise OptionError(f"{owner}: option {key}={value!r}: expected a finite "
+                                      "float")
+                return float(value)
+            if t is int and isinstance(value, bool):
+                continue
+            if t is bool and not isinstance(value, bool):
+                continue
+            if isinstance(value, t):
+                return value
+    raise OptionError(f"{owner}: option {key}={value!r} is {type(value).__name__}; expected "
+                      f"{_type_names(types, nullable)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Generator protocol
 
 
 class Generator(ABC):
@@ -237,25 +291,74 @@ class Generator(ABC):
 
     Subclasses set ``name``, ``description`` and ``default_config`` (every option with its
     default), and implement :meth:`fit` and :meth:`sample`. The constructor rejects unknown
-    options so a typo is an error, not a silently ignored setting.
+    options and values of the wrong type (:class:`OptionError`), so a typo is an error, not a
+    silently ignored setting. An option's type is its default's, or the one declared in
+    ``option_types`` (required for an option whose default is ``None``, which then also
+    accepts ``None``).
+
+    Options whose default depends on the run profile are ``None`` in ``default_config`` and
+    get their value from :meth:`profile_defaults`; :meth:`resolve` fills them in. The runner
+    calls :meth:`resolve` once, before it writes ``config.json``, and builds the generator it
+    fits from the resolved options, so the run config (and its hash) holds the values that
+    actually run.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     default_config: ClassVar[Mapping[str, Any]] = {}
+    #: Type(s) of options whose default is None (others take their default's type).
+    option_types: ClassVar[Mapping[str, OptionType]] = {}
     #: Show progress bars in fit/sample; the runner sets it (False under ``--quiet``).
     progress: bool = True
 
     def __init__(self, config: Mapping[str, Any] | None = None):
-        config = dict(config or {})
-        unknown = sorted(set(config) - set(self.default_config))
-        if unknown:
-            raise ValueError(
-                f"{self.name}: unknown option(s) {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(self.default_config)) or '(none)'}"
-            )
-        self.config: dict[str, Any] = {**self.default_config, **config}
+        self.config: dict[str, Any] = {**self.default_config, **self.check_config(config or {})}
 
+    # -- options ----------------------------------------------------------------------------
+    @classmethod
+    def option_type(cls, key: str) -> tuple[tuple[type, ...], bool]:
+        """(accepted types, whether None is accepted) of option ``key``."""
+        default = cls.default_config[key]
+        declared = cls.option_types.get(key)
+        if declared is None:
+            if default is None:
+                raise TypeError(f"{cls.name or cls.__name__}: option {key!r} defaults to None "
+                                "and has no type in option_types")
+            declared = type(default)
+        types = declared if isinstance(declared, tuple) else (declared,)
+        return types, default is None
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with each value type-checked (:func:`check_option_value`); an unknown
+        key or a wrong type is an :class:`OptionError`."""
+        owner = cls.name or cls.__name__
+        out: dict[str, Any] = {}
+        for key, value in config.items():
+            if key not in cls.default_config:
+                raise OptionError(
+                    f"{owner}: unknown option {key}={value!r}; valid: "
+                    f"{', '.join(sorted(cls.default_config)) or '(none)'}")
+            types, nullable = cls.option_type(key)
+            out[key] = check_option_value(owner, key, value, types, nullable=nullable)
+        return out
+
+    @classmethod
+    def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
+        """The values that options left ``None`` take under ``profile`` (base: none). A
+        subclass reads them from the Profile (e.g. ``profile.diffusion``) and adds its own
+        per-profile defaults here, so each method has one place for them."""
+        return {}
+
+    def resolve(self, profile: Profile) -> dict[str, Any]:
+        """The options that run under ``profile``: every ``None`` with a profile default
+        replaced by it (the base class has none: its options are returned as they are).
+        Resolving resolved options changes nothing."""
+        defaults = type(self).profile_defaults(profile)
+        return {k: (defaults[k] if v is None and k in defaults else v)
+                for k, v in self.config.items()}
+
+    # -- protocol ---------------------------------------------------------------------------
     @abstractmethod
     def fit(self, train: datasets.Dataset, ctx: FitContext) -> None:
         """Train on the task's training split."""
@@ -295,6 +398,8 @@ def _check_generator(name: str, obj: object) -> None:
     if obj.name != name:
         raise ValueError(f"generator class {obj.__name__} has name {obj.name!r}, registered as "
                          f"{name!r}")
+    for key in obj.default_config:
+        obj.option_type(key)  # an option defaulting to None must declare its type
 
 
 GENERATORS: Registry[type[Generator]] = Registry(

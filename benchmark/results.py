@@ -8,10 +8,12 @@ to a temporary file that is renamed into place).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -53,6 +55,13 @@ _PACKAGES = (
     "fairlearn",
     "scikit-learn",
     "timm",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "huggingface-hub",
+    "safetensors",
+    "open-clip-torch",
+    "torchmetrics",
 )
 
 
@@ -64,6 +73,32 @@ def canonical_json(obj: Any) -> str:
 def config_hash(config: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of the full run config."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, str | None]:
+    """The harness's code version, hashed into every run config: the installed package
+    version and, when the package is imported from a git checkout, the commit (``None``
+    outside one, or when git is absent; uncommitted edits are not captured)."""
+    from . import __version__
+
+    try:
+        pkg = version("fairsynth-bench")
+    except PackageNotFoundError:
+        pkg = __version__
+    root = Path(__file__).resolve().parent.parent
+    commit = None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)
+        lines = out.stdout.split()
+        # only the checkout this package lives in (not a repository that merely contains
+        # an installed copy in its virtual environment)
+        if out.returncode == 0 and len(lines) == 2 and Path(lines[0]).resolve() == root:
+            commit = lines[1]
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"version": pkg, "git_commit": commit}
 
 
 def package_versions() -> dict[str, str | None]:

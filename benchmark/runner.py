@@ -6,7 +6,9 @@ stages' outputs; a re-run with the same config resumes from the last finished st
 
 Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
 
-    config.json      the full config (its sha256 is the record's config_hash)
+    config.json      the full config: task, the method's resolved options (no None placeholders
+                     for profile defaults), the whole profile, seed, feature spaces and the
+                     code version (its sha256 is the record's config_hash)
     checkpoint/      the fitted generator (Generator.save); checkpoint.DONE certifies the config
                      hash and the sha256 of every file in it (benchmark.markers)
     plan.csv         the allocation plan
@@ -45,13 +47,14 @@ from .metrics.spaces import feature_extractors
 from .profiles import PROFILES, Profile
 from .report.grid import sample_grid
 from .results import (
+    code_version,
     config_hash,
     device_info,
     make_record,
     package_versions,
     write_json_atomic,
 )
-from .schema import SchemaError, column, validate_dataset
+from .schema import IMAGE_COLUMNS, SchemaError, column, validate_dataset
 from .tasks import TASKS, Task
 
 log = logging.getLogger(__name__)
@@ -95,15 +98,35 @@ def split(ds: datasets.Dataset, name: str) -> datasets.Dataset:
 
 
 def dataset_fingerprint(ds: datasets.Dataset) -> str:
-    """sha256 over every row's metadata and encoded image bytes, in row order."""
+    """sha256 over every row's metadata and the content of its image (mask, control) files, in row
+    order; file paths are not hashed, so the same images in another folder give the same
+    fingerprint."""
     h = hashlib.sha256()
-    raw = ds.cast_column("image", datasets.Image(decode=False))
-    meta = raw.remove_columns("image").to_pandas()
+    files = [c for c in IMAGE_COLUMNS if c in ds.column_names]
+    raw = ds
+    for c in files:
+        raw = raw.cast_column(c, datasets.Image(decode=False))
+    meta = raw.remove_columns(files).to_pandas()
     h.update(pd.util.hash_pandas_object(meta.astype(str), index=False).values.tobytes())
-    for img in raw["image"]:
-        data = img["bytes"] if img["bytes"] is not None else Path(img["path"]).read_bytes()
-        h.update(hashlib.sha256(data).digest())
+    for c in files:
+        h.update(c.encode())
+        for img in column(raw, c):
+            if img is None:
+                h.update(b"\0none")
+                continue
+            data = img["bytes"] if img["bytes"] is not None else Path(img["path"]).read_bytes()
+            h.update(hashlib.sha256(data).digest())
     return h.hexdigest()
+
+
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if it is an integer in [0, MAX_SEED], else a ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed {seed!r}: expected an integer in [0, {MAX_SEED}]")
+    return seed
 
 
 def run_dir_for(out: str | Path, task: str, method: str, profile: str, seed: int) -> Path:
@@ -113,7 +136,9 @@ def run_dir_for(out: str | Path, task: str, method: str, profile: str, seed: int
 def run_config(task: Task, method: str, method_config: dict[str, Any], profile: Profile,
                seed: int, root: str | Path | None,
                extractors: dict[str, FeatureExtractor]) -> dict[str, Any]:
-    """The full config of a run: everything its numbers depend on (hashed into the record)."""
+    """The full config of a run: everything its numbers depend on (hashed into the record):
+    ``method_config`` is the generator's resolved options (:meth:`Generator.resolve`), the
+    profile every per-profile setting, ``code`` the package version and git commit."""
     return {
         "task": task.as_dict(),
         "method": {"name": method, "config": method_config},
@@ -122,6 +147,7 @@ def run_config(task: Task, method: str, method_config: dict[str, Any], profile: 
         "data_seed": DATA_SEED,
         "root": str(root) if root is not None else None,
         "feature_spaces": {name: ex.cache_key for name, ex in sorted(extractors.items())},
+        "code": code_version(),
     }
 
 
@@ -173,12 +199,15 @@ def run(
     task_obj = TASKS.get(task)
     gen_cls = GENERATORS.get(method)
     prof = PROFILES.get(profile)
-    generator = gen_cls(method_config)
+    check_seed(seed)
+    # options resolved against the profile once: config.json holds the values that run
+    resolved = gen_cls(method_config).resolve(prof)
+    generator = gen_cls(resolved)
     generator.progress = progress
     device = pick_device()
     spaces = feature_extractors(task_obj, device=device, profile=prof.name)
     cache = feature_cache if feature_cache is not None else default_cache()
-    config = run_config(task_obj, method, generator.config, prof, seed, root, spaces.available)
+    config = run_config(task_obj, method, resolved, prof, seed, root, spaces.available)
     chash = config_hash(config)
     rdir = run_dir_for(out, task, method, profile, seed)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +232,7 @@ def run(
             log.info("fitting again: %s", stale)
         ckpt_done.unlink(missing_ok=True)
         shutil.rmtree(ckpt, ignore_errors=True)  # no file of an older model may be certified
-        ctx = FitContext(task=task_obj, profile=profile, seed=seed, device=device,
+        ctx = FitContext(task=task_obj, profile=prof, seed=seed, device=device,
                          work_dir=rdir / "work")
         timer("fit", lambda: generator.fit(train, ctx))
         generator.save(ckpt)
@@ -291,6 +320,7 @@ def evaluate_folder(
     """
     task_obj = TASKS.get(task)
     prof = PROFILES.get(profile)
+    check_seed(seed)
     synthetic_dir = Path(synthetic_dir)
     synthetic = read_image_folder(synthetic_dir, required_attributes=task_obj.sensitive_attributes,
                                   progress=progress)
@@ -303,8 +333,11 @@ def evaluate_folder(
     device = pick_device()
     spaces = feature_extractors(task_obj, device=device, profile=prof.name)
     cache = feature_cache if feature_cache is not None else default_cache()
-    config = run_config(task_obj, "external", {"synthetic_dir": str(synthetic_dir)}, prof, seed,
-                        root, spaces.available)
+    # the images' content (image bytes + metadata), not the folder's path: the same images
+    # anywhere give the same config hash
+    config = run_config(task_obj, "external",
+                        {"synthetic_fingerprint": dataset_fingerprint(synthetic),
+                         "synthetic_images": len(synthetic)}, prof, seed, root, spaces.available)
     config["downstream_stage"] = downstream
     out_path = Path(out) if out is not None else synthetic_dir.parent / "evaluation"
     timer = _Timer()

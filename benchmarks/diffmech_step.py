@@ -32,7 +32,7 @@ def seconds_for(method: str, profile: str, steps: int, seed: int, work: Path) ->
     task = TASKS.get("phantom-cxr-finding")
     train = split(load_task_data(task, PROFILES.get("smoke")), "train")
     gen = GENERATORS.get(method)()
-    gen.resolved = gen.resolve(profile)
+    gen.resolved = gen.resolve(PROFILES.get(profile))
     gen.progress = False
     backbone = build_backbone(gen.resolved["backbone"], image_channels=task.channels, seed=seed)
     data = build_train_data(backbone, train, task, progress=False)

@@ -15,7 +15,7 @@ from conftest import make_rows
 from baselines.cbdm.generator import CBDM
 from baselines.fairdiffusion import MISSING
 from baselines.fairdiffusion.generator import FairDiffusion, layout_from_data
-from benchmark import GENERATORS
+from benchmark import GENERATORS, PROFILES
 from benchmark.diffusion import DiffusionTrainer, TrainConfig, build_backbone, build_train_data
 from benchmark.schema import FEATURES
 from benchmark.tasks import TASKS
@@ -58,7 +58,7 @@ def test_cbdm_options():
         CBDM({"regulariser_fraction": 0})
     for profile, frac in (("cpu", 0.25), ("smoke", 0.25), ("gpu", 1.0), ("paper", 1.0)):
         gen = CBDM()
-        gen.resolved = gen.resolve(profile)
+        gen.resolved = gen.resolve(PROFILES.get(profile))
         assert gen.regulariser_fraction() == frac
     assert CBDM({"regulariser_fraction": 0.5}).regulariser_fraction() == 0.5
 
@@ -143,10 +143,12 @@ def test_fairdiffusion_sigma_trajectory_is_logged_and_survives_a_kill(tmp_path):
 def test_fairdiffusion_window_follows_the_profile():
     gen = FairDiffusion()
     assert gen.window() == 30  # the authors' time window
-    gen.resolved = {"backbone": "smoke"}
+    gen.resolved = gen.resolve(PROFILES.get("smoke"))
     assert gen.window() == 5
-    gen.resolved = {"backbone": "paper"}
+    gen.resolved = gen.resolve(PROFILES.get("paper"))
     assert gen.window() == 30
+    # a smoke run on the paper's backbone takes the paper profile's defaults
+    assert FairDiffusion({"backbone": "paper"}).resolve(PROFILES.get("smoke"))["window"] == 30
     assert FairDiffusion({"window": 7}).window() == 7
     with pytest.raises(ValueError, match="window"):
         FairDiffusion({"window": 1})

@@ -13,7 +13,7 @@ from scipy import stats
 from baselines.cbrs import CBRS
 from baselines.sd_finetune import SDFinetune
 from baselines.sqrs import SQRS
-from benchmark import GENERATORS, FitContext, Plan, PlanRow
+from benchmark import GENERATORS, PROFILES, FitContext, Plan, PlanRow
 from benchmark.diffusion import (
     Backbone,
     DiffusionTrainer,
@@ -286,7 +286,8 @@ def test_generators_fit_sample_save_load(name, train_ds, tmp_path):
     cls = GENERATORS.get(name)
     gen = cls({"steps": 2, "sample_steps": 2})
     gen.progress = False
-    gen.fit(train_ds, FitContext(task=TASK, profile="smoke", seed=0, work_dir=tmp_path / "w"))
+    gen.fit(train_ds, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=0,
+                                 work_dir=tmp_path / "w"))
     plan = Plan(TASK.name, TASK.sensitive_attributes, (
         PlanRow((("sex", "female"), ("age_group", "80+")), "edema", 2, "p"),
         PlanRow((("sex", "male"), ("age_group", "18-39")), "no_finding", 1, "p"),

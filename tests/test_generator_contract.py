@@ -37,7 +37,8 @@ DIFFUSION_OPTIONS = {"steps": 3, "checkpoint_every": 3}
 
 def fit_context(task: Task, *, seed: int, work_dir: Path) -> FitContext:
     """The one place this test builds a run's FitContext (smoke profile, CPU)."""
-    return FitContext(task=task, profile="smoke", seed=seed, device="cpu", work_dir=work_dir)
+    return FitContext(task=task, profile=PROFILES.get("smoke"), seed=seed, device="cpu",
+                      work_dir=work_dir)
 
 
 def _cells(ds, attributes) -> Counter:

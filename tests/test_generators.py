@@ -5,6 +5,7 @@ import pytest
 
 from benchmark import (
     GENERATORS,
+    PROFILES,
     Conditioning,
     FitContext,
     Generator,
@@ -87,7 +88,7 @@ def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset):
     # the protocol (counts per cell, schema, source, save / load) is in
     # tests/test_generator_contract.py
     gen = GENERATORS.get("oversample")()
-    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=0))
     out = gen.sample(allocate(tiny_dataset, TASK, budget=10, seed=1))
     assert len(out) == 10
     # each synthetic image is pixel-identical to a real training image of its cell
@@ -107,7 +108,7 @@ def test_oversample_copies_real_images_of_the_planned_cells(tiny_dataset):
 
 def test_oversample_errors_on_a_cell_without_training_images(tiny_dataset):
     gen = GENERATORS.get("oversample")()
-    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=0))
     plan = Plan("t", ("sex",), (PlanRow((("sex", "female"),), "pleural_effusion", 2, "x"),))
     with pytest.raises(ValueError, match="no training image"):
         gen.sample(plan)
@@ -115,7 +116,7 @@ def test_oversample_errors_on_a_cell_without_training_images(tiny_dataset):
 
 def test_real_only_generates_nothing(tiny_dataset):
     gen = GENERATORS.get("real-only")()
-    gen.fit(tiny_dataset, FitContext(task=TASK, profile="smoke", seed=0))
+    gen.fit(tiny_dataset, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=0))
     assert len(gen.sample(allocate(tiny_dataset, TASK, budget=5))) == 0
 
 

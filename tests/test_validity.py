@@ -25,7 +25,7 @@ from baselines.diagnostics import (
     Noisy,
     PhantomOracleGenerator,
 )
-from benchmark import FitContext, Plan, PlanRow, Task
+from benchmark import PROFILES, FitContext, Plan, PlanRow, Task
 from benchmark.data.phantoms import skin
 from benchmark.metrics import InceptionV3FID, fid, fid_by_group, fid_variance
 from benchmark.oracle import NotAPhantomError, draw_cell_params, phantom_spec, stream_seed
@@ -79,7 +79,7 @@ TRAIN = Dataset.from_dict({ATTR: ["light"] * 5 + ["dark"] * 2 + ["medium"] * 3 +
 
 def sample(cls, config=None, seed=0):
     gen = cls(config)
-    gen.fit(TRAIN, FitContext(task=TASK, profile="smoke", seed=seed))
+    gen.fit(TRAIN, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=seed))
     ds = gen.sample(_plan(seed))
     validate_dataset(ds, source=cls.name)
     return ds
@@ -184,7 +184,7 @@ def test_dropped_subgroup_has_no_fd_and_overall_fd_rises(oracle, real, ideal):
 
 def test_drop_subgroup_defaults_to_the_smallest_training_group_and_keeps_the_budget():
     gen = DropSubgroup()
-    gen.fit(TRAIN, FitContext(task=TASK, profile="smoke", seed=0))
+    gen.fit(TRAIN, FitContext(task=TASK, profile=PROFILES.get("smoke"), seed=0))
     assert gen.config == {"attribute": ATTR, "group": "dark"}
     plan = gen.redistribute(_plan())
     counts = {(r.attributes[ATTR], r.finding): r.count for r in plan.rows}
@@ -213,7 +213,7 @@ def test_diagnostics_refuse_real_data_tasks():
                 Noisy):
         with pytest.raises(NotAPhantomError, match="only on phantom tasks"):
             cls().fit(Dataset.from_dict({"sex": ["male"]}),
-                      FitContext(task=task, profile="smoke", seed=0))
+                      FitContext(task=task, profile=PROFILES.get("smoke"), seed=0))
 
 
 def test_noisy_validates_sigma():

@@ -15,9 +15,10 @@ random f-share of each micro-batch (at least one sample) and the regulariser and
 average over those samples, an unbiased estimate of the full-batch terms at a fraction of the
 second call's cost; the DDPM loss still uses the whole batch, so every method gets the same
 number of denoising updates. Left None it takes the run profile's value
-(:data:`REGULARISER_FRACTION_BY_PROFILE`): the paper's full batch at ``gpu`` and ``paper``, a
-quarter at ``smoke`` and ``cpu``, where the second UNet call would otherwise make a step about
-1.6 times as long as sd-finetune's and the cpu profile run over its 10-minute budget.
+(:meth:`CBDM.profile_defaults`, resolved before the run config is written): the paper's full
+batch at ``gpu`` and ``paper``, a quarter at ``smoke`` and ``cpu``, where the second UNet call
+would otherwise make a step about 1.6 times as long as sd-finetune's and the cpu profile run
+over its 10-minute budget.
 
 The training log (``loss_log.csv``) gets the columns ``loss_ddpm``, ``cbdm_reg`` (the
 regulariser) and ``cbdm_commit`` (the commitment term, before its factor gamma).
@@ -27,14 +28,16 @@ from __future__ import annotations
 
 import torch
 
+from benchmark import OptionError, Profile
 from benchmark.diffusion import DiffusionGenerator, LossOutput, StepBatch, TrainData
 
 from .regulariser import DEFAULT_GAMMA, DEFAULT_TAU, OtherClassSampler, cbdm_loss
 
 OTHER_CLASS_CHOICES = ("auto", "frequency", "uniform")
 
-#: Share of each micro-batch given the regulariser when ``regulariser_fraction`` is None.
-REGULARISER_FRACTION_BY_PROFILE = {"smoke": 0.25, "cpu": 0.25, "gpu": 1.0, "paper": 1.0}
+#: Profiles (by name) whose ``regulariser_fraction`` default is a quarter of each micro-batch
+#: (the CPU budgets); every other profile gets the paper's full batch.
+QUARTER_BATCH_PROFILES = ("smoke", "cpu")
 
 
 class CBDM(DiffusionGenerator):
@@ -51,28 +54,37 @@ class CBDM(DiffusionGenerator):
         # share of each micro-batch that gets the regulariser (None: the profile's value)
         "regulariser_fraction": None,
     }
+    option_types = {**DiffusionGenerator.option_types, "regulariser_fraction": float}
 
     def __init__(self, config=None):
         super().__init__(config)
         if self.config["other_class"] not in OTHER_CLASS_CHOICES:
-            raise ValueError(f"cbdm: other_class must be one of {', '.join(OTHER_CLASS_CHOICES)}"
-                             f", got {self.config['other_class']!r}")
+            raise OptionError(f"cbdm: option other_class={self.config['other_class']!r}: "
+                              f"expected one of {', '.join(OTHER_CLASS_CHOICES)}")
         for key in ("tau", "gamma"):
             value = self.config[key]
-            if not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"cbdm: {key} must be a number >= 0, got {value!r}")
+            if value < 0:
+                raise OptionError(f"cbdm: option {key}={value!r}: expected a float >= 0")
         frac = self.config["regulariser_fraction"]
-        if frac is not None and (not isinstance(frac, int | float) or not 0 < frac <= 1):
-            raise ValueError(f"cbdm: regulariser_fraction must be in (0, 1] or None, got "
-                             f"{frac!r}")
+        if frac is not None and not 0 < frac <= 1:
+            raise OptionError(f"cbdm: option regulariser_fraction={frac!r}: expected a float "
+                              "in (0, 1] or None")
         self._other: OtherClassSampler | None = None
 
+    @classmethod
+    def profile_defaults(cls, profile: Profile) -> dict:
+        """The diffusion defaults plus ``regulariser_fraction``: 0.25 at the CPU profiles
+        (:data:`QUARTER_BATCH_PROFILES`), the paper's 1.0 elsewhere."""
+        return {**super().profile_defaults(profile),
+                "regulariser_fraction": 0.25 if profile.name in QUARTER_BATCH_PROFILES else 1.0}
+
     def regulariser_fraction(self) -> float:
-        """f: the configured share, else the run profile's (1.0 when unknown)."""
-        if self.config["regulariser_fraction"] is not None:
-            return float(self.config["regulariser_fraction"])
-        profile = self.resolved.get("backbone") if self.resolved else None
-        return REGULARISER_FRACTION_BY_PROFILE.get(profile or "", 1.0)
+        """f: the resolved share (set by :meth:`resolve` before training)."""
+        frac = (self.resolved or self.config)["regulariser_fraction"]
+        if frac is None:
+            raise RuntimeError("cbdm: regulariser_fraction is unresolved; call resolve() or "
+                               "fit() first")
+        return float(frac)
 
     def other_class_uniform(self) -> bool:
         """Whether y' is drawn uniformly (fine-tuning) rather than by class frequency."""

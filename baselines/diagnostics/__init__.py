@@ -194,6 +194,7 @@ class DropSubgroup(PhantomDiagnostic):
     description = ("DIAGNOSTIC (phantom tasks only): one subgroup is never generated; its "
                    "budget goes to the other cells")
     default_config = {"attribute": None, "group": None}
+    option_types = {"attribute": str, "group": str}
 
     def fit(self, train: datasets.Dataset, ctx: FitContext) -> None:
         super().fit(train, ctx)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmark import UNKNOWN
+from benchmark import UNKNOWN, Profile
 from benchmark.diffusion import (
     DiffusionGenerator,
     LossOutput,
@@ -43,9 +43,9 @@ from .controller import (
 from .gp_ucb import DEFAULT_KAPPA
 from .perturbation import DEFAULT_MIN_WEIGHT, MISSING, GroupLayout
 
-# ``window`` None: the authors' 30 steps, but 5 at the 30-step smoke profile so that sigma is
-# re-optimised during training there too
-WINDOW_BY_PROFILE = {"smoke": 5}
+#: ``window`` at the 30-step smoke profile (elsewhere the authors' 30 steps), so that sigma is
+#: re-optimised during training there too
+SMOKE_WINDOW = 5
 
 
 class FairDiffusion(DiffusionGenerator):
@@ -61,6 +61,7 @@ class FairDiffusion(DiffusionGenerator):
         "min_weight": DEFAULT_MIN_WEIGHT,
         "memory_windows": DEFAULT_MEMORY_WINDOWS,
     }
+    option_types = {**DiffusionGenerator.option_types, "window": int}
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -70,12 +71,18 @@ class FairDiffusion(DiffusionGenerator):
         # fail on a bad option now, not after the data are encoded
         self._make_controller(GroupLayout((("check", ("a", "b")),)), self.window())
 
+    @classmethod
+    def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
+        """The diffusion defaults plus ``window``: :data:`SMOKE_WINDOW` at ``smoke``, the
+        authors' 30 steps elsewhere."""
+        return {**super().profile_defaults(profile),
+                "window": SMOKE_WINDOW if profile.name == "smoke" else DEFAULT_WINDOW}
+
     def window(self) -> int:
-        """W: the configured window, else the run profile's (the authors' 30 steps)."""
-        if self.config["window"] is not None:
-            return int(self.config["window"])
-        profile = self.resolved.get("backbone") if self.resolved else None
-        return WINDOW_BY_PROFILE.get(profile or "", DEFAULT_WINDOW)
+        """W: the resolved window (before resolution: the configured one, else the
+        authors' 30 steps)."""
+        w = (self.resolved or self.config)["window"]
+        return int(w if w is not None else DEFAULT_WINDOW)
 
     def _make_controller(self, layout: GroupLayout, window: int) -> FairBayesianPerturbation:
         c = self.config

@@ -11,7 +11,8 @@ the text states to the cross-attention context (:class:`ContextHook`,
 handle both.
 """
 
-from .backbone import SPECS, Backbone, BackboneSpec, PixelCodec, VaeCodec, build_backbone
+from ..settings import BackboneSpec, DiffusionSettings
+from .backbone import Backbone, PixelCodec, VaeCodec, backbone_spec, build_backbone
 from .context import ContextHook, GroupTokenContext
 from .controlnet import (
     ControlNetConfig,
@@ -27,7 +28,7 @@ from .data import (
     image_to_tensor,
     tensor_to_image,
 )
-from .generator import PROFILE_DEFAULTS, DiffusionGenerator
+from .generator import DiffusionGenerator
 from .prompts import PROMPT_STYLES, build_prompt
 from .sampling import SAMPLERS, sample_images
 from .tokenizer import build_clip_tokenizer
@@ -42,15 +43,14 @@ from .trainer import (
 )
 
 __all__ = [
-    "PROFILE_DEFAULTS",
     "PROMPT_STYLES",
     "SAMPLERS",
-    "SPECS",
     "Backbone",
     "BackboneSpec",
     "ContextHook",
     "ControlNetConfig",
     "DiffusionGenerator",
+    "DiffusionSettings",
     "DiffusionTrainer",
     "GroupTokenContext",
     "IndexSchedule",
@@ -63,6 +63,7 @@ __all__ = [
     "TrainingHooks",
     "VaeCodec",
     "attach_controlnet",
+    "backbone_spec",
     "build_backbone",
     "build_clip_tokenizer",
     "build_controlnet",

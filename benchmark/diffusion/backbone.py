@@ -4,13 +4,15 @@ One code path from a tiny random-init model to Stable Diffusion v1-4: a :class:`
 a ``UNet2DConditionModel``, a ``CLIPTextModel`` with the real CLIP BPE tokenizer, a
 *codec* between pixels and the UNet's input space, and a ``DDPMScheduler`` for training
 (sampling uses DDIM or DPM-Solver built from its config). Profiles change only configs and
-weights:
+weights
+(the sizes of each profile are its ``diffusion.backbone``, a :class:`BackboneSpec`, in
+``benchmark/profiles.py``):
 
 ``paper``
     Stable Diffusion v1-4 from ``pretrained`` (an explicit directory, or a hub id found in the
     local Hugging Face cache; nothing is downloaded), 512 px, its ``AutoencoderKL`` as codec.
 ``gpu`` / ``cpu`` / ``smoke``
-    The same classes with small configs (:data:`SPECS`), random init, trained from scratch.
+    The same classes with small configs, random init, trained from scratch.
     Their codec is :class:`PixelCodec`, an exact space-to-depth rearrangement (no VAE to
     train): a 64 px grayscale image becomes a 16x16x16 tensor at ``cpu`` (factor 4), so the
     UNet runs at 16x16 with cross-attention only at 4x4; ``gpu`` works in plain pixel space.
@@ -31,7 +33,8 @@ import contextlib
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +44,12 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from ..profiles import PROFILES
+from ..settings import SD_V1_4, BackboneSpec
 from .tokenizer import CLIP_VOCAB_SIZE, build_clip_tokenizer, check_tokenizer
 
 log = logging.getLogger(__name__)
 
-SD_V1_4 = "CompVis/stable-diffusion-v1-4"
 
 
 class PixelCodec(ConfigMixin):
@@ -107,79 +111,6 @@ class VaeCodec:
     def to(self, *args, **kwargs) -> VaeCodec:
         self.vae.to(*args, **kwargs)
         return self
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Sizes of one profile's backbone (all plain data; saved in ``backbone.json``).
-
-    Attributes:
-        profile: the profile name.
-        resolution: pixel side the model works at (images are resized to it).
-        codec: ``"pixel"`` (:class:`PixelCodec`) or ``"vae"`` (pretrained AutoencoderKL).
-        pixel_factor: space-to-depth factor of the pixel codec.
-        max_tokens: text length (CLIP's 77 for Stable Diffusion; 16 at the small profiles).
-        unet: ``UNet2DConditionModel`` keyword arguments (channels and size are filled in).
-        text: ``CLIPTextConfig`` keyword arguments (vocabulary and length are filled in).
-        beta_schedule: ``DDPMScheduler`` beta schedule of from-scratch models.
-        prediction_type: the UNet's target for from-scratch models: ``"v_prediction"``
-            (Salimans & Ho, 2022; stable at the cosine schedule's high noise levels, where an
-            epsilon model's x0 estimate explodes with few sampling steps) or ``"epsilon"``.
-        pretrained: whether the weights come from ``pretrained`` (paper) or random init.
-    """
-
-    profile: str
-    resolution: int
-    codec: str = "pixel"
-    pixel_factor: int = 1
-    max_tokens: int = 16
-    unet: dict[str, Any] = field(default_factory=dict)
-    text: dict[str, Any] = field(default_factory=dict)
-    beta_schedule: str = "squaredcos_cap_v2"
-    prediction_type: str = "v_prediction"
-    pretrained: bool = False
-
-
-def _unet(blocks: tuple[int, ...], cross: tuple[bool, ...], *, layers: int, heads: int,
-          groups: int, cross_dim: int) -> dict[str, Any]:
-    return {
-        "block_out_channels": list(blocks),
-        "down_block_types": ["CrossAttnDownBlock2D" if c else "DownBlock2D" for c in cross],
-        "up_block_types": ["CrossAttnUpBlock2D" if c else "UpBlock2D" for c in reversed(cross)],
-        "layers_per_block": layers,
-        "attention_head_dim": heads,
-        "norm_num_groups": groups,
-        "cross_attention_dim": cross_dim,
-    }
-
-
-def _text(hidden: int, layers: int, heads: int) -> dict[str, Any]:
-    return {"hidden_size": hidden, "intermediate_size": 4 * hidden, "num_hidden_layers": layers,
-            "num_attention_heads": heads, "projection_dim": hidden}
-
-
-SPECS: dict[str, BackboneSpec] = {
-    "smoke": BackboneSpec(
-        profile="smoke", resolution=32, pixel_factor=2, max_tokens=16,
-        unet=_unet((16, 32), (False, True), layers=1, heads=8, groups=8, cross_dim=32),
-        text=_text(32, 1, 2),
-    ),
-    "cpu": BackboneSpec(
-        profile="cpu", resolution=64, pixel_factor=4, max_tokens=16,
-        unet=_unet((64, 96, 128), (False, False, True), layers=1, heads=8, groups=16,
-                   cross_dim=64),
-        text=_text(64, 2, 2),
-    ),
-    "gpu": BackboneSpec(
-        profile="gpu", resolution=64, pixel_factor=1, max_tokens=32,
-        unet=_unet((128, 256, 256, 512), (False, True, True, True), layers=2, heads=8,
-                   groups=32, cross_dim=256),
-        text=_text(256, 4, 4),
-    ),
-    "paper": BackboneSpec(profile="paper", resolution=512, codec="vae", max_tokens=77,
-                          beta_schedule="scaled_linear", prediction_type="epsilon",
-                          pretrained=True),
-}
 
 
 def resolve_pretrained(path_or_id: str | None) -> Path:
@@ -295,7 +226,7 @@ class Backbone:
             from diffusers import ControlNetModel
 
             controlnet = ControlNetModel.from_pretrained(d / "controlnet", local_files_only=True)
-        spec = BackboneSpec(**json.loads((d / "backbone.json").read_text()))
+        spec = BackboneSpec.from_dict(json.loads((d / "backbone.json").read_text()))
         from transformers import CLIPTokenizer
 
         tok = CLIPTokenizer.from_pretrained(str(d / "tokenizer"), local_files_only=True)
@@ -321,19 +252,30 @@ class Backbone:
         )
 
 
-def build_backbone(profile: str, *, image_channels: int, pretrained: str | None = None,
-                   seed: int = 0) -> Backbone:
-    """The profile's backbone: random init at smoke/cpu/gpu (seeded), Stable Diffusion weights
-    from ``pretrained`` at ``paper``. ``image_channels`` is the task's (1 or 3)."""
-    if profile not in SPECS:
-        raise ValueError(f"no diffusion backbone for profile {profile!r}; "
-                         f"valid: {', '.join(SPECS)}")
-    spec = SPECS[profile]
+def backbone_spec(spec: str | BackboneSpec | Mapping[str, Any]) -> BackboneSpec:
+    """A :class:`BackboneSpec` from a profile name (that profile's ``diffusion.backbone``), a
+    spec, or a spec's dict (as saved in a resolved config)."""
+    if isinstance(spec, BackboneSpec):
+        return spec
+    if isinstance(spec, str):
+        if spec not in PROFILES:
+            raise ValueError(f"no diffusion backbone for profile {spec!r}; "
+                             f"valid: {', '.join(PROFILES.names())}")
+        return PROFILES.get(spec).diffusion.backbone
+    return BackboneSpec.from_dict(spec)
+
+
+def build_backbone(spec: str | BackboneSpec | Mapping[str, Any], *, image_channels: int,
+                   pretrained: str | None = None, seed: int = 0) -> Backbone:
+    """A backbone of ``spec`` (a profile name, a :class:`BackboneSpec` or its dict): random
+    init when it trains from scratch (seeded), Stable Diffusion weights from ``pretrained``
+    when ``spec.pretrained``. ``image_channels`` is the task's (1 or 3)."""
+    spec = backbone_spec(spec)
     if spec.pretrained:
         return _load_stable_diffusion(spec, pretrained)
     if pretrained:
-        raise ValueError(f"profile {profile!r} trains from scratch; 'pretrained' is only for "
-                         "profile 'paper'")
+        raise ValueError(f"backbone {spec.profile!r} trains from scratch; 'pretrained' is only "
+                         "for a pretrained backbone (profile 'paper')")
     codec = PixelCodec(image_channels=image_channels, factor=spec.pixel_factor)
     side = spec.resolution // spec.pixel_factor
     gen_state = torch.random.get_rng_state()

@@ -8,8 +8,12 @@ SQRS override ``sampler_weights``, CBDM ``training_loss``, FairDiffusion ``sampl
 ``on_step_end`` and ``state_dict``. A subclass that adds options extends ``default_config``:
 ``default_config = {**DiffusionGenerator.default_config, "gamma": 0.25}``.
 
-Options left ``None`` take the run profile's default (:data:`PROFILE_DEFAULTS`); the
-resolved options are saved with the fitted model (``fit_info.json``).
+Options left ``None`` take the run profile's default: its ``diffusion`` block
+(:class:`~benchmark.settings.DiffusionSettings` in ``benchmark/profiles.py``), or, with the
+``backbone`` option naming another profile, that profile's. :meth:`DiffusionGenerator.resolve`
+fills every ``None`` and replaces ``backbone`` by the full backbone spec (a dict), so the run's
+``config.json`` and its hash hold the sizes and settings that actually run; the resolved
+options are also saved with the fitted model (``fit_info.json``).
 
 ``fit`` builds the profile's backbone (:func:`build_backbone`), encodes the training set
 (:func:`build_train_data`), trains with :class:`DiffusionTrainer` in ``<work_dir>/diffusion``
@@ -41,10 +45,12 @@ from typing import Any
 import datasets
 import torch
 
-from ..generators import FitContext, Generator, Plan
+from ..generators import FitContext, Generator, OptionError, Plan
+from ..profiles import PROFILES, Profile
 from ..schema import COLUMNS, FEATURES
+from ..settings import DiffusionSettings
 from ..tasks import Task
-from .backbone import SD_V1_4, Backbone, build_backbone
+from .backbone import Backbone, backbone_spec, build_backbone
 from .data import build_train_data, tensor_to_image
 from .prompts import PROMPT_STYLES, build_prompt
 from .sampling import SAMPLERS, sample_images
@@ -52,32 +58,12 @@ from .trainer import DiffusionTrainer, TrainConfig, TrainingHooks
 
 log = logging.getLogger(__name__)
 
-# Per-profile defaults of the options left None. "paper" is FairGen's fine-tuning recipe
-# (Stable Diffusion v1-4, 512 px, batch 8 x accumulation 4, lr 1e-5 cosine, 15k steps, EMA,
-# mixed precision, gradient checkpointing).
-PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
-    "smoke": dict(steps=30, batch_size=16, grad_accum=1, lr=2e-3, warmup_steps=0,
-                  lr_schedule="constant", ema_decay=0.9, mixed_precision="no",
-                  gradient_checkpointing=False, checkpoint_every=10, sampler="dpm-solver",
-                  sample_steps=4, guidance_scale=2.0, sample_batch_size=64),
-    "cpu": dict(steps=600, batch_size=32, grad_accum=1, lr=1e-3, warmup_steps=20,
-                lr_schedule="cosine", ema_decay=0.99, mixed_precision="no",
-                gradient_checkpointing=False, checkpoint_every=100, sampler="dpm-solver",
-                sample_steps=10, guidance_scale=2.0, sample_batch_size=128),
-    "gpu": dict(steps=20000, batch_size=64, grad_accum=1, lr=2e-4, warmup_steps=500,
-                lr_schedule="cosine", ema_decay=0.9999, mixed_precision="bf16",
-                gradient_checkpointing=False, checkpoint_every=1000, sampler="dpm-solver",
-                sample_steps=25, guidance_scale=2.0, sample_batch_size=256),
-    "paper": dict(pretrained=SD_V1_4, steps=15000, batch_size=8, grad_accum=4, lr=1e-5,
-                  warmup_steps=0,
-                  lr_schedule="cosine", ema_decay=0.9999, mixed_precision="fp16",
-                  gradient_checkpointing=True, checkpoint_every=1000, sampler="dpm-solver",
-                  sample_steps=50, guidance_scale=7.5, sample_batch_size=16),
-}
-
 _TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "lr", "lr_schedule", "warmup_steps",
                "ema_decay", "mixed_precision", "gradient_checkpointing", "checkpoint_every")
 _SAMPLE_KEYS = ("sampler", "sample_steps", "guidance_scale", "sample_batch_size")
+_POSITIVE = ("steps", "batch_size", "grad_accum", "checkpoint_every", "sample_steps",
+             "sample_batch_size")
+_MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 class DiffusionGenerator(Generator, TrainingHooks):
@@ -88,7 +74,9 @@ class DiffusionGenerator(Generator, TrainingHooks):
     # the ContextHook subclass a method sets as backbone.context (needed to load it back)
     context_class: type | None = None
     default_config: Mapping[str, Any] = {
-        "backbone": None,  # profile of the backbone; None = the run's profile
+        # a profile name (its backbone and defaults) or a backbone spec (a dict); None = the
+        # run's profile. Resolved, it is the full spec.
+        "backbone": None,
         # Stable Diffusion folder or a hub id in the local HF cache (profile paper; default
         # CompVis/stable-diffusion-v1-4 from the cache)
         "pretrained": None,
@@ -97,15 +85,41 @@ class DiffusionGenerator(Generator, TrainingHooks):
         **{k: None for k in _TRAIN_KEYS},
         **{k: None for k in _SAMPLE_KEYS},
     }
+    option_types = {**DiffusionSettings.option_types(), "backbone": (str, dict)}
 
     def __init__(self, config: Mapping[str, Any] | None = None):
         super().__init__(config)
-        if self.config["prompt_style"] not in PROMPT_STYLES:
-            raise ValueError(f"{self.name}: prompt_style must be one of "
-                             f"{', '.join(PROMPT_STYLES)}, got {self.config['prompt_style']!r}")
-        if self.config["sampler"] not in (None, *SAMPLERS):
-            raise ValueError(f"{self.name}: sampler must be one of {', '.join(SAMPLERS)}, got "
-                             f"{self.config['sampler']!r}")
+        c, owner = self.config, self.name or type(self).__name__
+
+        def bad(key: str, expected: str) -> OptionError:
+            return OptionError(f"{owner}: option {key}={c[key]!r}: expected {expected}")
+
+        if c["prompt_style"] not in PROMPT_STYLES:
+            raise bad("prompt_style", f"one of {', '.join(PROMPT_STYLES)}")
+        if c["sampler"] not in (None, *SAMPLERS):
+            raise bad("sampler", f"one of {', '.join(SAMPLERS)}")
+        if c["mixed_precision"] not in (None, *_MIXED_PRECISION):
+            raise bad("mixed_precision", f"one of {', '.join(_MIXED_PRECISION)}")
+        for key in _POSITIVE:
+            if c[key] is not None and c[key] < 1:
+                raise bad(key, "an integer >= 1")
+        if c["warmup_steps"] is not None and c["warmup_steps"] < 0:
+            raise bad("warmup_steps", "an integer >= 0")
+        if c["lr"] is not None and not c["lr"] > 0:
+            raise bad("lr", "a float > 0")
+        if c["guidance_scale"] is not None and c["guidance_scale"] < 0:
+            raise bad("guidance_scale", "a float >= 0")
+        for key in ("cond_dropout", "ema_decay"):
+            if c[key] is not None and not 0 <= c[key] < 1:
+                raise bad(key, "a float in [0, 1)")
+        if isinstance(c["backbone"], str) and c["backbone"] not in PROFILES:
+            raise bad("backbone", f"a profile name ({', '.join(PROFILES.names())}) or a "
+                                  "backbone spec")
+        if isinstance(c["backbone"], dict):
+            try:
+                backbone_spec(c["backbone"])
+            except (TypeError, ValueError) as err:
+                raise OptionError(f"{owner}: option backbone: {err}") from None
         self.backbone: Backbone | None = None
         self.task: Task | None = None
         self.resolved: dict[str, Any] = {}
@@ -113,16 +127,33 @@ class DiffusionGenerator(Generator, TrainingHooks):
         self.sample_cache: Path | None = None
 
     # -- options ----------------------------------------------------------------------------
-    def resolve(self, profile: str) -> dict[str, Any]:
-        """The options with every None replaced by the profile's default."""
-        backbone = self.config["backbone"] or profile
-        if backbone not in PROFILE_DEFAULTS:
-            raise ValueError(f"{self.name}: no diffusion defaults for profile {backbone!r}; "
-                             f"valid: {', '.join(PROFILE_DEFAULTS)}")
-        defaults = PROFILE_DEFAULTS[backbone]
+    @classmethod
+    def profile_defaults(cls, profile: Profile) -> dict[str, Any]:
+        """The profile's :class:`~benchmark.settings.DiffusionSettings` as option defaults
+        (``backbone``: its backbone spec as a dict). A method with per-profile defaults of its
+        own extends this."""
+        return {**profile.diffusion.options(), "backbone": profile.diffusion.backbone.as_dict()}
+
+    def settings_profile(self, profile: Profile) -> Profile:
+        """The profile whose diffusion settings fill this generator's ``None`` options: the one
+        the ``backbone`` option names (as a name, or as the ``profile`` of a spec), else the
+        run's ``profile``."""
+        if not isinstance(profile, Profile):
+            raise TypeError(f"{self.name}: resolve() takes a benchmark.Profile, got "
+                            f"{profile!r}")
+        backbone = self.config["backbone"]
+        name = backbone.get("profile") if isinstance(backbone, dict) else backbone
+        return PROFILES.get(name) if isinstance(name, str) and name in PROFILES else profile
+
+    def resolve(self, profile: Profile) -> dict[str, Any]:
+        """The options with every ``None`` replaced by the settings profile's default
+        (:meth:`settings_profile`, :meth:`profile_defaults`) and ``backbone`` by the full
+        backbone spec (a dict); ``pretrained`` stays ``None`` where the profile has none."""
+        source = self.settings_profile(profile)
+        defaults = type(self).profile_defaults(source)
         out = {k: (defaults[k] if v is None and k in defaults else v)
                for k, v in self.config.items()}
-        out["backbone"] = backbone
+        out["backbone"] = backbone_spec(out["backbone"]).as_dict()
         return out
 
     def train_config(self, seed: int) -> TrainConfig:

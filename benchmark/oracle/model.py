@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..metrics.features import ImageLike, to_uint8_array
+from ..profiles import PROFILES, Profile
+from ..settings import OracleConfig
 from .phantoms import PhantomSpec, draw_population, phantom_spec
 
 log = logging.getLogger(__name__)
@@ -49,66 +51,17 @@ TRAIN_STREAM = "oracle-train"
 HELDOUT_STREAM = "oracle-heldout"
 
 
-@dataclass(frozen=True)
-class OracleConfig:
-    """Every setting that changes a trained oracle (all of it is in the cache key).
-
-    Attributes:
-        image_size: side of the images the oracle reads (other sizes are resized to it).
-        n_train: size of the balanced training population.
-        epochs: passes over the training population.
-        batch_size: minibatch size.
-        lr: peak AdamW learning rate (one-cycle cosine schedule).
-        weight_decay: AdamW weight decay.
-        arch: timm model name (built with ``pretrained=False``).
-        arch_kwargs: extra keyword arguments of ``timm.create_model`` (e.g. ResNet widths).
-        seed: seeds the population, the initial weights and the minibatch order.
-    """
-
-    image_size: int = 64
-    n_train: int = 6000
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    arch: str = "resnet10t"
-    arch_kwargs: Mapping[str, Any] = field(
-        default_factory=lambda: {"channels": [16, 32, 64, 128], "stem_width": 8})
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "n_train", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"OracleConfig.{name} must be a positive integer, got {value!r}")
-        if not (self.lr > 0 and self.weight_decay >= 0):
-            raise ValueError(f"OracleConfig: lr must be > 0 and weight_decay >= 0, got "
-                             f"{self.lr!r}, {self.weight_decay!r}")
-        # JSON round-trip: a stable, hashable description (lists, not tuples)
-        object.__setattr__(self, "arch_kwargs", json.loads(json.dumps(dict(self.arch_kwargs))))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> OracleConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown oracle option(s) {', '.join(unknown)}; valid: "
-                             f"{', '.join(f.name for f in fields(cls))}")
-        return cls(**d)
-
-    def as_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+#: The oracle setting of the smoke profile (32 px, a small population, few epochs): the fast
+#: one the tests use. Its values live in the smoke profile (``benchmark/profiles.py``).
+SMOKE_CONFIG: OracleConfig = PROFILES.get("smoke").oracle
 
 
-#: A fast setting for tests and smoke runs (32 px, small population, few epochs).
-SMOKE_CONFIG = OracleConfig(image_size=32, n_train=900, epochs=12, batch_size=32, lr=3e-3)
-
-
-def config_for_profile(profile: str, image_size: int) -> OracleConfig:
-    """The oracle setting of a run profile: :data:`SMOKE_CONFIG` for ``smoke`` (seconds), the
-    default :class:`OracleConfig` otherwise (minutes on a CPU, once: it is cached); both at the
-    task's ``image_size``."""
-    base = SMOKE_CONFIG if profile == "smoke" else OracleConfig()
-    return replace(base, image_size=int(image_size))
+def config_for_profile(profile: Profile | str, image_size: int) -> OracleConfig:
+    """The oracle setting of a run profile (its ``oracle`` block in ``benchmark/profiles.py``;
+    a name is looked up in :data:`~benchmark.profiles.PROFILES`) at the task's
+    ``image_size``."""
+    prof = PROFILES.get(profile) if isinstance(profile, str) else profile
+    return replace(prof.oracle, image_size=int(image_size))
 
 
 # --------------------------------------------------------------------------------------------
