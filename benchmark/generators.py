@@ -231,6 +231,9 @@ class FitContext:
     seed: int
     device: str = "cpu"
     work_dir: Path | None = None
+    #: the fitted base model's checkpoint folder when the generator declares a base
+    #: (:attr:`Generator.base`; the runner fits or reuses it), else None
+    base_checkpoint: Path | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -301,6 +304,14 @@ class Generator(ABC):
     calls :meth:`resolve` once, before it writes ``config.json``, and builds the generator it
     fits from the resolved options, so the run config (and its hash) holds the values that
     actually run.
+
+    A method that continues from another model (a preference stage on a fine-tuned model, a
+    ControlNet on a frozen base) names that method in ``base`` (and its options in
+    :meth:`base_config`); the runner fits the base as an ordinary run of that method on the
+    same task, profile and seed, or reuses it when a run with the same resolved config (hence
+    config hash) exists, and passes its checkpoint folder as ``FitContext.base_checkpoint``
+    (load it with ``GENERATORS.get(base).load(folder)``). The base's config hash is part of
+    the method's run config.
     """
 
     name: ClassVar[str] = ""
@@ -308,8 +319,15 @@ class Generator(ABC):
     default_config: ClassVar[Mapping[str, Any]] = {}
     #: Type(s) of options whose default is None (others take their default's type).
     option_types: ClassVar[Mapping[str, OptionType]] = {}
+    #: The registered name of the method this one continues from (None: no base model).
+    base: ClassVar[str | None] = None
     #: Show progress bars in fit/sample; the runner sets it (False under ``--quiet``).
     progress: bool = True
+
+    def base_config(self) -> dict[str, Any]:
+        """Options of the base method (resolved against the run's profile by the runner);
+        default: the base method's defaults."""
+        return {}
 
     def __init__(self, config: Mapping[str, Any] | None = None):
         self.config: dict[str, Any] = {**self.default_config, **self.check_config(config or {})}

@@ -18,12 +18,17 @@ Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
     downstream/      one JSON per finished downstream classifier (keyed by its inputs) and
                      the per-epoch checkpoint of an unfinished one
     synthetic_grid.png  two synthetic images per subgroup (row) x class (column)
+
+A method that declares a base (:attr:`Generator.base`) gets it fitted first as an ordinary run
+of the base method in that method's own run folder (:func:`base_stage`), or reused from there
+when its config hash matches; the run's config names the base and its hash.
     result.json      the result record, written last and atomically
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import shutil
@@ -40,7 +45,7 @@ import pandas as pd
 from .data import DATASETS, read_image_folder, write_image_folder
 from .downstream.config import DownstreamConfig
 from .evaluation import generation_metrics
-from .generators import GENERATORS, FitContext, allocate
+from .generators import GENERATORS, FitContext, Generator, allocate
 from .markers import certified_digest, check_marker, write_marker
 from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cache_dir
 from .metrics.spaces import feature_extractors
@@ -183,6 +188,102 @@ class _Timer:
             self.timings[stage] = round(time.perf_counter() - t0, 3)
 
 
+def fit_stage(gen_cls: type[Generator], generator: Generator, rdir: Path, chash: str,
+              train: datasets.Dataset, ctx: FitContext, timer: _Timer, *, progress: bool,
+              stage: str = "fit") -> tuple[Generator, str]:
+    """Fit ``generator`` into ``rdir/checkpoint`` or load it from there when
+    ``checkpoint.DONE`` certifies the files for ``chash``; returns the generator and the
+    checkpoint's digest (what later stages are certified against)."""
+    ckpt, ckpt_done = rdir / "checkpoint", rdir / "checkpoint.DONE"
+    stale = check_marker(ckpt_done, config_hash=chash, output=ckpt)
+    if stale is None:
+        log.info("resuming: loading the fitted generator from %s", ckpt)
+        generator = timer(stage, lambda: gen_cls.load(ckpt))
+        generator.progress = progress
+    else:
+        if ckpt_done.exists() or ckpt.exists():
+            log.info("fitting again: %s", stale)
+        ckpt_done.unlink(missing_ok=True)
+        shutil.rmtree(ckpt, ignore_errors=True)  # no file of an older model may be certified
+        timer(stage, lambda: generator.fit(train, ctx))
+        generator.save(ckpt)
+        write_marker(ckpt_done, config_hash=chash, output=ckpt)
+    return generator, certified_digest(ckpt_done)
+
+
+def base_stage(generator: Generator, *, task: Task, prof: Profile, seed: int, out: Path,
+               root: str | Path | None, extractors: dict[str, FeatureExtractor],
+               train: datasets.Dataset, device: str, timer: _Timer, progress: bool
+               ) -> dict[str, Any] | None:
+    """Fit or reuse the base model a generator declares (:attr:`Generator.base`).
+
+    The base is an ordinary run of the base method (options
+    :meth:`Generator.base_config`, resolved against the profile) on the same task, profile
+    and seed, in its own run folder: ``<out>/<task>/<base>/<profile>-seed<seed>/``, the
+    folder ``benchmark run --method <base>`` uses, so a base run earlier is reused when its
+    resolved config (hence its config hash) is the same; when that folder holds a run of
+    the base with other options, the base goes to ``...-seed<seed>-<hash12>/`` instead.
+    Returns ``{"method", "config_hash", "checkpoint", "digest"}`` (None without a base).
+    """
+    if generator.base is None:
+        return None
+    base_cls = GENERATORS.get(generator.base)
+    resolved = base_cls(generator.base_config()).resolve(prof)
+    base = base_cls(resolved)
+    base.progress = progress
+    config = run_config(task, generator.base, resolved, prof, seed, root, extractors)
+    bhash = config_hash(config)
+    bdir = run_dir_for(out, task.name, generator.base, prof.name, seed)
+    if (bdir / "config.json").is_file():
+        try:
+            other = config_hash(json.loads((bdir / "config.json").read_text()))
+        except ValueError:
+            other = None
+        if other != bhash:
+            bdir = bdir.with_name(f"{bdir.name}-{bhash[:12]}")
+    bdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(bdir / "config.json", config)
+    log.info("base model: %s in %s", generator.base, bdir)
+    ctx = FitContext(task=task, profile=prof, seed=seed, device=device, work_dir=bdir / "work")
+    _, digest = fit_stage(base_cls, base, bdir, bhash, train, ctx, timer, progress=progress,
+                          stage="fit_base")
+    return {"method": generator.base, "config_hash": bhash,
+            "checkpoint": str(bdir / "checkpoint"), "digest": digest}
+
+
+def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
+                     config: dict[str, Any], chash: str, data: datasets.Dataset,
+                     synthetic: datasets.Dataset, fingerprint: str, spaces: Any,
+                     cache: FeatureCache, device: str, downstream: bool,
+                     out_dir: Path, counts: dict[str, int], timer: _Timer, progress: bool,
+                     t_start: float) -> dict[str, Any]:
+    """The stages `run` and `evaluate_folder` share: generation metrics of ``synthetic``
+    against the real test split, the downstream stage (when ``downstream``), and the result
+    record, written atomically to ``out_dir/result.json``."""
+    test = split(data, "test")
+    metrics = timer("evaluate", lambda: generation_metrics(
+        test, synthetic, task, prof, extractors=spaces.available,
+        unavailable_spaces=spaces.unavailable, seed=seed, cache=cache, device=device,
+        progress=progress))
+    all_metrics: dict[str, Any] = {"generation": metrics}
+    if downstream:
+        all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
+            data, synthetic, task, prof.downstream, seed=seed, work_dir=out_dir / "downstream",
+            device=device, extractor=spaces.available.get("inception"), cache=cache,
+            batch_size=prof.feature_batch_size, progress=progress))
+    timer.timings["total"] = round(time.perf_counter() - t_start, 3)
+    record = make_record(
+        task=task.name, method=method, profile=prof.name, seed=seed, config=config,
+        config_hash=chash, dataset_fingerprint=fingerprint, packages=package_versions(),
+        device=device_info(device), timings_s=timer.timings,
+        counts={"data": len(data), **counts, "test": len(test), "synthetic": len(synthetic)},
+        metrics=all_metrics,
+    )
+    write_json_atomic(out_dir / "result.json", record)
+    record["_path"] = str(out_dir / "result.json")
+    return record
+
+
 def run(
     *,
     method: str,
@@ -207,38 +308,36 @@ def run(
     device = pick_device()
     spaces = feature_extractors(task_obj, device=device, profile=prof.name)
     cache = feature_cache if feature_cache is not None else default_cache()
-    config = run_config(task_obj, method, resolved, prof, seed, root, spaces.available)
-    chash = config_hash(config)
-    rdir = run_dir_for(out, task, method, profile, seed)
-    rdir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(rdir / "config.json", config)
     timer = _Timer()
     t_start = time.perf_counter()
     seed_everything(seed)
 
     data = timer("load_data", lambda: load_task_data(task_obj, prof, root=root))
-    train, test = split(data, "train"), split(data, "test")
-    log.info("data: %d images (train %d, test %d)", len(data), len(train), len(test))
+    train = split(data, "train")
+    log.info("data: %d images (train %d, test %d)", len(data), len(train),
+             len(split(data, "test")))
     fingerprint = timer("fingerprint", lambda: dataset_fingerprint(data))
 
-    ckpt, ckpt_done = rdir / "checkpoint", rdir / "checkpoint.DONE"
-    stale = check_marker(ckpt_done, config_hash=chash, output=ckpt)
-    if stale is None:
-        log.info("resuming: loading the fitted generator from %s", ckpt)
-        generator = timer("fit", lambda: gen_cls.load(ckpt))
-        generator.progress = progress
-    else:
-        if ckpt_done.exists() or ckpt.exists():
-            log.info("fitting again: %s", stale)
-        ckpt_done.unlink(missing_ok=True)
-        shutil.rmtree(ckpt, ignore_errors=True)  # no file of an older model may be certified
-        ctx = FitContext(task=task_obj, profile=prof, seed=seed, device=device,
-                         work_dir=rdir / "work")
-        timer("fit", lambda: generator.fit(train, ctx))
-        generator.save(ckpt)
-        write_marker(ckpt_done, config_hash=chash, output=ckpt)
+    # a base model first (fitted, or reused by its config hash); the run's config names it
+    base = base_stage(generator, task=task_obj, prof=prof, seed=seed, out=Path(out), root=root,
+                      extractors=spaces.available, train=train, device=device, timer=timer,
+                      progress=progress)
+    config = run_config(task_obj, method, resolved, prof, seed, root, spaces.available)
+    if base is not None:
+        config["base"] = {k: base[k] for k in ("method", "config_hash", "digest")}
+    chash = config_hash(config)
+    rdir = run_dir_for(out, task, method, profile, seed)
+    rdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(rdir / "config.json", config)
+
+    seed_everything(seed)
+    ctx = FitContext(task=task_obj, profile=prof, seed=seed, device=device,
+                     work_dir=rdir / "work",
+                     base_checkpoint=Path(base["checkpoint"]) if base else None)
+    generator, ckpt_digest = fit_stage(gen_cls, generator, rdir, chash, train, ctx, timer,
+                                       progress=progress)
     # the synthetic folder is certified for these exact weights: a refitted model resamples
-    model_inputs = {"checkpoint": certified_digest(ckpt_done)}
+    model_inputs = {"checkpoint": ckpt_digest}
 
     budget = round(prof.synthetic_ratio * len(train))
     plan = generator.condition_plan(allocate(train, task_obj, budget, seed=seed), train)
@@ -263,42 +362,12 @@ def run(
         sample_grid(synthetic, task_obj, rdir / "synthetic_grid.png", per_cell=2,
                     title=f"{method} samples ({task}, profile {profile}, seed {seed})")
 
-    metrics = timer("evaluate", lambda: generation_metrics(
-        test, synthetic, task_obj, prof, extractors=spaces.available,
-        unavailable_spaces=spaces.unavailable, seed=seed, cache=cache, device=device,
-        progress=progress))
-    all_metrics: dict[str, Any] = {"generation": metrics}
-    if prof.downstream.enabled:
-        all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
-            data, synthetic, task_obj, prof.downstream, seed=seed, work_dir=rdir / "downstream",
-            device=device, extractor=spaces.available.get("inception"), cache=cache,
-            batch_size=prof.feature_batch_size, progress=progress))
-    timer.timings["total"] = round(time.perf_counter() - t_start, 3)
-
-    record = make_record(
-        task=task,
-        method=method,
-        profile=profile,
-        seed=seed,
-        config=config,
-        config_hash=chash,
-        dataset_fingerprint=fingerprint,
-        packages=package_versions(),
-        device=device_info(device),
-        timings_s=timer.timings,
-        counts={
-            "data": len(data),
-            "train": len(train),
-            "test": len(test),
-            "plan_total": plan.total,
-            "plan_cells": len(plan.rows),
-            "synthetic": len(synthetic),
-        },
-        metrics=all_metrics,
-    )
-    write_json_atomic(rdir / "result.json", record)
-    record["_path"] = str(rdir / "result.json")
-    return record
+    return score_and_record(
+        task=task_obj, prof=prof, method=method, seed=seed, config=config, chash=chash,
+        data=data, synthetic=synthetic, fingerprint=fingerprint, spaces=spaces, cache=cache,
+        device=device, downstream=prof.downstream.enabled, out_dir=rdir,
+        counts={"train": len(train), "plan_total": plan.total, "plan_cells": len(plan.rows)},
+        timer=timer, progress=progress, t_start=t_start)
 
 
 def evaluate_folder(
@@ -341,34 +410,11 @@ def evaluate_folder(
     config["downstream_stage"] = downstream
     out_path = Path(out) if out is not None else synthetic_dir.parent / "evaluation"
     timer = _Timer()
+    t_start = time.perf_counter()
     data = timer("load_data", lambda: load_task_data(task_obj, prof, root=root))
-    test = split(data, "test")
-    metrics = timer("evaluate", lambda: generation_metrics(
-        test, synthetic, task_obj, prof, extractors=spaces.available,
-        unavailable_spaces=spaces.unavailable, seed=seed, cache=cache, device=device,
-        progress=progress))
-    all_metrics: dict[str, Any] = {"generation": metrics}
-    if downstream:
-        all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
-            data, synthetic, task_obj, prof.downstream, seed=seed,
-            work_dir=out_path / "downstream", device=device,
-            extractor=spaces.available.get("inception"), cache=cache,
-            batch_size=prof.feature_batch_size, progress=progress))
-    timer.timings["total"] = round(sum(timer.timings.values()), 3)
-    record = make_record(
-        task=task,
-        method="external",
-        profile=profile,
-        seed=seed,
-        config=config,
-        config_hash=config_hash(config),
-        dataset_fingerprint=dataset_fingerprint(data),
-        packages=package_versions(),
-        device=device_info(device),
-        timings_s=timer.timings,
-        counts={"data": len(data), "test": len(test), "synthetic": len(synthetic)},
-        metrics=all_metrics,
-    )
-    write_json_atomic(out_path / "result.json", record)
-    record["_path"] = str(out_path / "result.json")
-    return record
+    return score_and_record(
+        task=task_obj, prof=prof, method="external", seed=seed, config=config,
+        chash=config_hash(config), data=data, synthetic=synthetic,
+        fingerprint=dataset_fingerprint(data), spaces=spaces, cache=cache, device=device,
+        downstream=downstream, out_dir=out_path, counts={}, timer=timer, progress=progress,
+        t_start=t_start)
