@@ -287,6 +287,7 @@ def run(
             "synthetic": len(synthetic),
         },
         metrics=all_metrics,
+        **({"method_report": generator.report()} if generator.report() else {}),
     )
     write_json_atomic(rdir / "result.json", record)
     record["_path"] = str(rdir / "result.json")
