@@ -393,6 +393,11 @@ class Generator(ABC):
         (``source`` = ``synthetic:<name>``; ``source_id`` and ``control`` from the plan's
         :class:`Conditioning` where it has any)."""
 
+    def report(self) -> dict[str, Any]:
+        """What the method wants in the result record beside the metrics (``method_report``;
+        e.g. FairGen's stage times and preference-pair adherence). Default: nothing."""
+        return {}
+
     def save(self, directory: str | Path) -> None:
         """Write everything :meth:`load` needs into ``directory`` (the default: the config)."""
         directory = Path(directory)

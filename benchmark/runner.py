@@ -256,10 +256,12 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
                      synthetic: datasets.Dataset, fingerprint: str, spaces: Any,
                      cache: FeatureCache, device: str, downstream: bool,
                      out_dir: Path, counts: dict[str, int], timer: _Timer, progress: bool,
-                     t_start: float) -> dict[str, Any]:
+                     t_start: float, method_report: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
     """The stages `run` and `evaluate_folder` share: generation metrics of ``synthetic``
     against the real test split, the downstream stage (when ``downstream``), and the result
-    record, written atomically to ``out_dir/result.json``."""
+    record (with the generator's ``method_report``, when it has one), written atomically to
+    ``out_dir/result.json``."""
     test = split(data, "test")
     metrics = timer("evaluate", lambda: generation_metrics(
         test, synthetic, task, prof, extractors=spaces.available,
@@ -278,6 +280,7 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
         device=device_info(device), timings_s=timer.timings,
         counts={"data": len(data), **counts, "test": len(test), "synthetic": len(synthetic)},
         metrics=all_metrics,
+        **({"method_report": method_report} if method_report else {}),
     )
     write_json_atomic(out_dir / "result.json", record)
     record["_path"] = str(out_dir / "result.json")
@@ -367,7 +370,7 @@ def run(
         data=data, synthetic=synthetic, fingerprint=fingerprint, spaces=spaces, cache=cache,
         device=device, downstream=prof.downstream.enabled, out_dir=rdir,
         counts={"train": len(train), "plan_total": plan.total, "plan_cells": len(plan.rows)},
-        timer=timer, progress=progress, t_start=t_start)
+        timer=timer, progress=progress, t_start=t_start, method_report=generator.report())
 
 
 def evaluate_folder(

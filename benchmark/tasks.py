@@ -302,7 +302,9 @@ register_task(
 # data_cards/). Each needs --root with the user's local copy.
 
 #: Findings of the FairGen chest task (CheXpert + COVID-19 image data collection).
-CHEST_CLASSES = ("no_finding", "covid_19", "pneumonia", "pleural_effusion", "cardiomegaly")
+# FairGen's chest classes (its paper and code): COVID-19, Edema, Lung Opacity, Pleural
+# Effusion, Normal; how CheXpert's labels map: data_cards/covid19.md
+CHEST_CLASSES = ("covid_19", "edema", "lung_opacity", "pleural_effusion", "no_finding")
 
 register_task(
     Task(

@@ -14,6 +14,7 @@ from benchmark.downstream.classifier import (
     ArrayData,
     build_backbone,
     group_weights,
+    sampler_group_weights,
     train_classifier,
 )
 from benchmark.downstream.heads import fit_predict_head
@@ -100,6 +101,31 @@ def test_reweighting_changes_training_and_stays_deterministic():
     plain = train_classifier(config=dataclasses.replace(cfg, reweight=False), **kw)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, plain.predict_proba(val.images))
+
+
+def test_sampler_reweighting_weights_by_hand():
+    # group a: 3 of 4 right (75%), group b: 1 of 4 (25%)
+    # raw 1/(75 + 1e-6) and 1/(25 + 1e-6); normalised to sum 1: 0.25 and 0.75
+    labels = np.zeros(8, dtype=np.int64)
+    pred = np.array([0, 0, 0, 1, 0, 1, 1, 1])
+    val = ArrayData(np.zeros((8, 1, 4, 4), np.uint8), labels,
+                    np.array(["a"] * 4 + ["b"] * 4, dtype=object))
+    w = sampler_group_weights(pred, val)
+    assert w["a"] == pytest.approx(0.25, rel=1e-6) and w["b"] == pytest.approx(0.75, rel=1e-6)
+    assert sum(w.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="reweight_mode"):
+        dataclasses.replace(TINY, reweight_mode="both")
+
+
+def test_sampler_reweighting_trains_deterministically_and_differs_from_loss_weighting():
+    train, val = _learnable(96, 0), _learnable(48, 1)
+    cfg = dataclasses.replace(TINY, reweight=True, reweight_mode="sampler", epochs=3)
+    kw = dict(train=train, val=val, n_classes=3, backbone="tiny-resnet", progress=False, seed=0)
+    a = train_classifier(config=cfg, **kw)
+    b = train_classifier(config=cfg, **kw)
+    np.testing.assert_array_equal(a.predict_proba(val.images), b.predict_proba(val.images))
+    loss = train_classifier(config=dataclasses.replace(cfg, reweight_mode="loss"), **kw)
+    assert not np.array_equal(a.predict_proba(val.images), loss.predict_proba(val.images))
 
 
 @pytest.mark.parametrize("head", ["knn", "gbdt"])

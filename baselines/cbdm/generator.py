@@ -26,12 +26,14 @@ regulariser) and ``cbdm_commit`` (the commitment term, before its factor gamma).
 
 from __future__ import annotations
 
-import torch
-
 from benchmark import OptionError, Profile
 from benchmark.diffusion import DiffusionGenerator, LossOutput, StepBatch, TrainData
-
-from .regulariser import DEFAULT_GAMMA, DEFAULT_TAU, OtherClassSampler, cbdm_loss
+from benchmark.diffusion.losses import (
+    DEFAULT_GAMMA,
+    DEFAULT_TAU,
+    OtherClassSampler,
+    class_balancing_step,
+)
 
 OTHER_CLASS_CHOICES = ("auto", "frequency", "uniform")
 
@@ -101,22 +103,9 @@ class CBDM(DiffusionGenerator):
         if self._other is None:
             raise RuntimeError("cbdm: training_loss called before on_train_start")
         n = batch.timesteps.shape[0]
-        other = self._other.sample(n, batch.generator).to(batch.class_ids.device)
-        frac = self.regulariser_fraction()
-        rows = None
-        if frac < 1.0:
-            k = max(1, round(frac * n))
-            rows = torch.randperm(n, generator=batch.generator)[:k].to(batch.timesteps.device)
-            other = other[rows]
-        sub = slice(None) if rows is None else rows
-        # one UNet call on [own conditions; other classes' conditions for the chosen rows]
-        both = batch.predict(torch.cat([batch.noisy_latents, batch.noisy_latents[sub]]),
-                             torch.cat([batch.timesteps, batch.timesteps[sub]]),
-                             torch.cat([batch.cond, batch.embed(other)]))
-        pred, pred_other = both[:n], both[n:]
-        out = cbdm_loss(pred, pred_other, batch.target, batch.timesteps,
-                        num_train_timesteps=batch.num_train_timesteps,
-                        tau=float(self.config["tau"]), gamma=float(self.config["gamma"]),
-                        conditioned=~batch.dropped, other_rows=rows)
+        other = self._other.sample(n, batch.generator)
+        out, pred = class_balancing_step(batch, other, fraction=self.regulariser_fraction(),
+                                         tau=float(self.config["tau"]),
+                                         gamma=float(self.config["gamma"]))
         logs = {k: v for k, v in out.as_floats().items() if k != "loss"}
         return LossOutput(out.total, batch.per_sample_mse(pred).detach(), logs)

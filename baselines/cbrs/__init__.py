@@ -3,20 +3,17 @@
 Fine-tuning as ``sd-finetune``, but the training sampler draws example i with probability
 p_i proportional to 1 / n_class(i), where a class is a prompt (subgroup x finding) and
 n_class(i) the number of training examples of i's class: every class is drawn equally often
-(with replacement). The re-sampling baseline of FairGen's comparisons.
+(with replacement). The re-sampling baseline of FairGen's comparisons. The weights are
+:func:`benchmark.diffusion.class_balanced_weights`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from benchmark.diffusion import DiffusionGenerator, TrainData
+from benchmark.diffusion import DiffusionGenerator, TrainData, class_balanced_weights
 
-
-def class_balanced_weights(class_ids: np.ndarray, power: float) -> np.ndarray:
-    """Per-example weights n_class(i)^-power (power 1: CBRS, 1/2: SQRS)."""
-    counts = np.bincount(class_ids)
-    return counts[class_ids].astype(np.float64) ** -power
+__all__ = ["CBRS", "class_balanced_weights"]
 
 
 class CBRS(DiffusionGenerator):

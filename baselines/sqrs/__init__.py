@@ -3,15 +3,14 @@
 Fine-tuning as ``sd-finetune``, but the training sampler draws example i with probability
 p_i proportional to 1 / sqrt(n_class(i)) (a class = a prompt = subgroup x finding), so class c
 is drawn with probability proportional to sqrt(n_c): between the natural frequencies and
-full class balance (:mod:`baselines.cbrs`).
+full class balance (CBRS). The weights are :func:`benchmark.diffusion.class_balanced_weights`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from baselines.cbrs import class_balanced_weights
-from benchmark.diffusion import DiffusionGenerator, TrainData
+from benchmark.diffusion import DiffusionGenerator, TrainData, class_balanced_weights
 
 
 class SQRS(DiffusionGenerator):

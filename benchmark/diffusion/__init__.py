@@ -8,7 +8,9 @@ methods that need more than a prompt: a ControlNet on the frozen UNet
 (:func:`attach_controlnet`, :mod:`benchmark.diffusion.controlnet`) and a context hook that maps
 the text states to the cross-attention context (:class:`ContextHook`,
 :mod:`benchmark.diffusion.context`); the trainer, the sampling loop and ``save_pretrained``
-handle both.
+handle both. Shared losses (the CBDM / CBSQ class-balancing regulariser, Diffusion-DPO,
+FairGen's as-coded preference loss) are in :mod:`benchmark.diffusion.losses`, sampler weights
+(CBRS, SQRS, gradient-aware) in :mod:`benchmark.diffusion.samplers`.
 """
 
 from ..settings import BackboneSpec, DiffusionSettings
@@ -29,7 +31,19 @@ from .data import (
     tensor_to_image,
 )
 from .generator import DiffusionGenerator
+from .losses import (
+    CBDMLoss,
+    OtherClassSampler,
+    PreferenceLoss,
+    as_coded_preference_loss,
+    cbdm_loss,
+    class_balancing_step,
+    diffusion_dpo_loss,
+    draw_other_classes,
+    timestep_weight,
+)
 from .prompts import PROMPT_STYLES, build_prompt
+from .samplers import GradientAwareWeights, class_balanced_weights, output_gradient_norm
 from .sampling import SAMPLERS, sample_images
 from .tokenizer import build_clip_tokenizer
 from .trainer import (
@@ -46,6 +60,10 @@ __all__ = [
     "PROMPT_STYLES",
     "SAMPLERS",
     "Backbone",
+    "CBDMLoss",
+    "GradientAwareWeights",
+    "OtherClassSampler",
+    "PreferenceLoss",
     "BackboneSpec",
     "ContextHook",
     "ControlNetConfig",
@@ -62,6 +80,7 @@ __all__ = [
     "TrainResult",
     "TrainingHooks",
     "VaeCodec",
+    "as_coded_preference_loss",
     "attach_controlnet",
     "backbone_spec",
     "build_backbone",
@@ -69,10 +88,17 @@ __all__ = [
     "build_controlnet",
     "build_prompt",
     "build_train_data",
+    "cbdm_loss",
+    "class_balanced_weights",
+    "class_balancing_step",
     "conditioning_embedding_channels",
     "control_to_tensor",
     "controlled_unet",
+    "diffusion_dpo_loss",
+    "draw_other_classes",
     "image_to_tensor",
+    "output_gradient_norm",
     "sample_images",
     "tensor_to_image",
+    "timestep_weight",
 ]

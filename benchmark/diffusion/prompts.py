@@ -15,6 +15,11 @@ cell has one prompt. Styles:
     effusion"`` (``"{modality} of a {values} patient with {finding}"``; the modality comes from
     :data:`MODALITY` by the task's dataset).
 
+``fairgen-code``
+    The prompts of FairGen's public code: the values, then the class in title case, spaces
+    only: ``"female Pleural Effusion"``, ``"male COVID19"``, ``"female Normal"``; on skin
+    ``"{values} people {disease}"`` (its ``"African people psoriasis"``).
+
 Unknown attribute values read ``"unknown"``; underscores become spaces.
 """
 
@@ -25,7 +30,10 @@ from collections.abc import Mapping
 from ..grouping import label_of
 from ..tasks import Task
 
-PROMPT_STYLES: tuple[str, ...] = ("fairgen", "task", "fairdiffusion")
+PROMPT_STYLES: tuple[str, ...] = ("fairgen", "task", "fairdiffusion", "fairgen-code")
+
+# how FairGen's public code names our classes in its prompts (others: title case)
+FAIRGEN_CODE_NAMES: Mapping[str, str] = {"no_finding": "Normal", "covid_19": "COVID19"}
 
 # the imaging modality named in sentence-style prompts, by dataset name prefix
 MODALITY: Mapping[str, str] = {
@@ -72,4 +80,8 @@ def build_prompt(task: Task, attributes: Mapping[str, object], finding: str, *,
     values = [_text(v) for v in group.values()]
     if style == "fairgen":
         return ", ".join([*values, _text(finding)])
+    if style == "fairgen-code":
+        name = FAIRGEN_CODE_NAMES.get(finding) or _text(finding).title()
+        people = ["people"] if modality_of(task) == "dermatology photo" else []
+        return " ".join([*values, *people, name])
     return f"{modality_of(task)} of a {' '.join(values)} patient with {_text(finding)}"

@@ -23,6 +23,11 @@ overrides any of:
     Per-example sampling weights of the training sampler (normalised by the trainer; drawn
     with replacement). ``None`` (default): uniform, epoch by epoch without replacement.
     CBRS returns 1/n_class(i), SQRS 1/sqrt(n_class(i)).
+``step_sampler_weights(step: int) -> np.ndarray | None``
+    Per-example sampler weights for optimizer step ``step`` only, for samplers that adapt
+    during training (FairGen's gradient-aware weights). ``None`` (default): the fixed
+    ``sampler_weights``. Drawn with replacement from a generator seeded by (seed, step); the
+    weights must be a function of the method's checkpointed state, so a resume repeats them.
 ``training_loss(batch: StepBatch) -> LossOutput``
     The loss of one micro-batch. The default is the DDPM loss
     ``mean_i w_i * mean((f_theta(x_t, t, c) - target)^2)`` with ``w = sample_weights(...)``;
@@ -207,6 +212,9 @@ class TrainingHooks:
     def sampler_weights(self, data: TrainData) -> np.ndarray | None:
         return None
 
+    def step_sampler_weights(self, step: int) -> np.ndarray | None:
+        return None
+
     def sample_weights(self, batch: StepBatch, per_sample_loss: torch.Tensor
                        ) -> torch.Tensor | None:
         return None
@@ -259,10 +267,13 @@ class IndexSchedule:
     def _epoch(self, e: int) -> np.ndarray:
         return np.random.default_rng(_seed_of(self.seed, 0xE, e)).permutation(self.n)
 
-    def __call__(self, step: int) -> np.ndarray:
-        if self.p is not None:
+    def __call__(self, step: int, weights: np.ndarray | None = None) -> np.ndarray:
+        """The example indices of ``step``; ``weights`` (this step's sampler weights) override
+        the fixed ones."""
+        p = self.p if weights is None else IndexSchedule(self.n, 1, 0, weights).p
+        if p is not None:
             rng = np.random.default_rng(_seed_of(self.seed, 0x5, step))
-            return rng.choice(self.n, size=self.per_step, replace=True, p=self.p)
+            return rng.choice(self.n, size=self.per_step, replace=True, p=p)
         start = step * self.per_step
         out = []
         while len(out) < self.per_step:
@@ -506,7 +517,7 @@ class DiffusionTrainer:
         bar = tqdm(total=cfg.steps, initial=start, desc="training", leave=False,
                    disable=not (self.progress and accelerator.is_main_process))
         for step in range(start, end):
-            idx_all = schedule(step)
+            idx_all = schedule(step, self.hooks.step_sampler_weights(step))
             outputs: list[tuple[StepBatch, LossOutput]] = []
             for micro in range(cfg.grad_accum):
                 chunk = idx_all[micro * per_micro:(micro + 1) * per_micro]

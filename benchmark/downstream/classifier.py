@@ -258,6 +258,17 @@ def group_weights(val_pred: np.ndarray, val: ArrayData, train_groups: np.ndarray
     return {k: v / mean for k, v in w.items()}
 
 
+def sampler_group_weights(val_pred: np.ndarray, val: ArrayData) -> dict[str, float]:
+    """FairGen's code's sampler weights (``classify_reweight_*.py``): per validation group g,
+    w_g = 1 / (acc_g% + 1e-6) with acc_g in percent, normalised to sum 1 over the groups.
+    A sample of group g is then drawn with probability proportional to w_g."""
+    correct = val_pred == val.labels
+    raw = {str(g): 1.0 / (100.0 * float(np.mean(correct[val.groups == g])) + REWEIGHT_EPS)
+           for g in np.unique(val.groups)}
+    total = sum(raw.values())
+    return {k: v / total for k, v in raw.items()}
+
+
 def train_classifier(
     *,
     train: ArrayData,
@@ -328,9 +339,18 @@ def _train(*, train: ArrayData, val: ArrayData, n_classes: int, backbone: str,
         epoch = state["epoch"]
         model.train()
         w = state["weights"]
-        sample_w = (torch.tensor([w[g] for g in train_groups], dtype=torch.float32)
-                    if w is not None else torch.ones(n))
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        by_sampler = config.reweight and config.reweight_mode == "sampler"
+        gen = torch.Generator().manual_seed(seed + epoch)
+        if by_sampler:  # FairGen's code: weights choose the images, every loss weighs 1
+            fill = float(np.mean(list(w.values()))) if w else 1.0
+            draw = torch.tensor([w.get(g, fill) for g in train_groups] if w else [1.0] * n,
+                                dtype=torch.float64)
+            order = torch.multinomial(draw, n, replacement=True, generator=gen)
+            sample_w = torch.ones(n)
+        else:
+            sample_w = (torch.tensor([w[g] for g in train_groups], dtype=torch.float32)
+                        if w is not None else torch.ones(n))
+            order = torch.randperm(n, generator=gen)
         total = 0.0
         bar = tqdm(range(0, n, config.batch_size), desc=f"{backbone} epoch {epoch + 1}",
                    disable=not progress, leave=False, unit="batch")
@@ -354,7 +374,9 @@ def _train(*, train: ArrayData, val: ArrayData, n_classes: int, backbone: str,
                                      model.state_dict().items()})
         else:
             state["bad_epochs"] += 1
-        if config.reweight:
+        if config.reweight and config.reweight_mode == "sampler":
+            state["weights"] = sampler_group_weights(val_pred, val)
+        elif config.reweight:
             state["weights"] = group_weights(val_pred, val, train.groups)
         state["epoch"] = epoch + 1
         log.info("%s epoch %d: train loss %.4f, val accuracy %.4f", backbone, epoch + 1,

@@ -78,6 +78,10 @@ class DownstreamConfig:
         reweight: FairGen's adaptive inverse-performance reweighting: from the second epoch,
             subgroup g's loss weight is proportional to 1 / (val acc_g + 1e-6) of the previous
             epoch, normalised to a mean sample weight of 1.
+        reweight_mode: how ``reweight`` acts: ``loss`` (the weights scale each sample's loss,
+            as above) or ``sampler`` (FairGen's public code: w_g = 1 / (acc_g% + 1e-6)
+            normalised to sum 1 over the groups, used as per-sample *sampler* weights, each
+            epoch drawing n training images with replacement; epoch 0 uniform weights).
         feature_heads: classifiers on frozen InceptionV3 FID features: ``knn``, ``gbdt``.
         knn_k: neighbours of the k-NN head.
         synthetic_ratio: synthetic images added per real training image (None: all the run's
@@ -104,6 +108,7 @@ class DownstreamConfig:
     weight_decay: float = 1e-4
     patience: int = 2
     reweight: bool = False
+    reweight_mode: str = "loss"
     feature_heads: tuple[str, ...] = ()
     knn_k: int = 10
     synthetic_ratio: float | None = None
@@ -138,6 +143,9 @@ class DownstreamConfig:
         if self.synthetic_ratio is not None and not self.synthetic_ratio >= 0:
             raise ValueError(f"downstream synthetic_ratio must be >= 0 or None, "
                              f"got {self.synthetic_ratio!r}")
+        if self.reweight_mode not in ("loss", "sampler"):
+            raise ValueError(f"downstream reweight_mode must be loss or sampler, got "
+                             f"{self.reweight_mode!r}")
         if not (self.lr > 0 and self.weight_decay >= 0):
             raise ValueError("downstream lr must be > 0 and weight_decay >= 0")
 
