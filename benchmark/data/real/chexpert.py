@@ -357,7 +357,7 @@ def load(*, root: str | os.PathLike | None, image_size: int | None = None,
                               "valid.csv")
     check_images(rows["image"], check, dataset=NAME)
     drops.report(n_in, len(rows["sample_id"]))
-    return to_dataset(rows, dataset=NAME)
+    return to_dataset(rows, dataset=NAME, root=base)
 
 
 def chexpert_split_from_csv(train_csv: str | os.PathLike) -> dict[str, str]:

@@ -111,7 +111,7 @@ def load(*, root: str | os.PathLike | None, image_size: int | None = None,
     rows["split"] = [splits[p] for p in rows["patient_id"]]
     check_images(rows["image"], check, dataset=NAME)
     drops.report(len(df), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=NAME)
+    return to_dataset(rows, dataset=NAME, root=base)
 
 
 register_dataset(

@@ -126,7 +126,7 @@ def load_isic2019(*, root: str | os.PathLike | None, image_size: int | None = No
     rows["split"] = [splits[p] for p in rows["patient_id"]]
     check_images(rows["image"], check, dataset=name)
     drops.report(len(gt), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=name)
+    return to_dataset(rows, dataset=name, root=base)
 
 
 def load_isic2020(*, root: str | os.PathLike | None, image_size: int | None = None,
@@ -172,7 +172,7 @@ def load_isic2020(*, root: str | os.PathLike | None, image_size: int | None = No
     rows["split"] = [splits[p] for p in rows["patient_id"]]
     check_images(rows["image"], check, dataset=name)
     drops.report(len(gt), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=name)
+    return to_dataset(rows, dataset=name, root=base)
 
 
 register_dataset(DatasetSpec(
