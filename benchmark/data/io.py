@@ -135,13 +135,17 @@ def _cell(value: object) -> str | None:
 
 
 def read_image_folder(directory: str | Path, *, required_attributes: Sequence[str] = (),
-                      source: str = "synthetic:external", progress: bool = True
-                      ) -> datasets.Dataset:
+                      source: str = "synthetic:external", progress: bool = True,
+                      allow_empty: bool = False) -> datasets.Dataset:
     """Read a folder written by :func:`write_image_folder` (or by anyone, same layout).
 
     Every image is opened and decoded once, so a missing or corrupt file fails here with the
     row and path named, not later inside a metric. Raises :class:`SchemaError` (a ValueError)
-    or :class:`FileNotFoundError` with one clear message.
+    or :class:`FileNotFoundError` with one clear message. The checks of
+    :mod:`benchmark.data.validate` apply: paths confined to ``directory`` (no ``..``, absolute
+    paths or symlinks out), one row per image file, one image size, 16-bit images scaled to 8
+    bits (converted images are embedded), size limits, unique column names, and at least one
+    row (``allow_empty``: a header-only table is a valid empty folder, e.g. a real-only run's).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -159,7 +163,8 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
                           f"{', '.join(_REQUIRED)} and one row per image") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise SchemaError(f"{meta_path}: cannot parse as CSV ({err})") from None
-    check_header(meta_path, csv_header(meta_path), n_rows=len(meta), what=METADATA)
+    check_header(meta_path, csv_header(meta_path), n_rows=max(len(meta), allow_empty),
+                 what=METADATA)
     required = [*_REQUIRED, *required_attributes]
     # a derived attribute (e.g. skin_tone_group) may come from its base column (skin_tone)
     missing = [c for c in required if c not in meta.columns

@@ -367,8 +367,12 @@ def write_split_file(path: str | os.PathLike, *, dataset: str, method: str,
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     text = json.dumps(doc, indent=0, ensure_ascii=True)
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no temporary file is left behind
+        raise
     return path
 
 
