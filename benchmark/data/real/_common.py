@@ -198,11 +198,16 @@ class DropCounter:
 # --------------------------------------------------------------------------------- images
 
 
-def check_images(paths: Sequence[str], mode: str, *, dataset: str) -> None:
-    """Check the image files of a table: see :data:`IMAGE_CHECKS`."""
+def check_images(paths: Sequence[str], mode: str, *, dataset: str,
+                 root: str | os.PathLike | None = None) -> None:
+    """Check the image files of a table: see :data:`IMAGE_CHECKS`. With ``root``, every path
+    must first resolve inside it (nothing outside the root is stat'ed or opened)."""
     if mode not in IMAGE_CHECKS:
         raise ValueError(f"{dataset}: check_images={mode!r}; expected one of "
                          f"{', '.join(IMAGE_CHECKS)}")
+    if root is not None:
+        check_inside(root, [p for p in paths if isinstance(p, str | os.PathLike)],
+                     dataset=dataset)
     if mode == "none":
         return
     missing = [p for p in tqdm(paths, desc=f"{dataset}: checking images", leave=False,
