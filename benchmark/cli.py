@@ -1,7 +1,10 @@
 """Command line: ``python -m benchmark {run,evaluate,tasks,methods,datasets,profiles}``.
 
 Choices come from the registries; an unknown name prints one line listing the valid names and
-exits with status 2.
+exits with status 2. Every other bad input (an option, a path, a file, row or column of the
+data, a damaged file that cannot be redone) is also one ``error:`` line on stderr naming it,
+and exit status 2; path options are checked before any work starts (README, "What is
+validated").
 """
 
 from __future__ import annotations
@@ -169,9 +172,9 @@ def summarize_dataset(args: argparse.Namespace) -> int:
         differs = None
         if args.check_split:
             differs = compare_split(assignment, load_split_file(args.check_split))
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     result = summarize(ds)
     if differs is not None:
         result["split_check"] = {"file": args.check_split, **differs}
@@ -250,8 +253,67 @@ def check_run_options(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _folder_problem(option: str, path: str | None, *, must_exist: bool = False) -> str | None:
+    """Why ``path`` cannot be the folder ``option`` names (None when it can)."""
+    if path is None:
+        return None
+    p = os.path.abspath(path)
+    if os.path.exists(p) and not os.path.isdir(p):
+        return f"{option} {path} is a file; expected a folder"
+    if must_exist and not os.path.isdir(p):
+        return f"{option} {path} does not exist; expected a folder"
+    parent = p
+    while not os.path.exists(parent):  # the nearest existing ancestor must be a folder
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{option} {path}: {parent} is a file; expected a folder"
+    return None
+
+
+def _file_problem(option: str, path: str | None) -> str | None:
+    """Why ``path`` cannot be written as the file ``option`` names (None when it can)."""
+    if path is None:
+        return None
+    if os.path.isdir(path):
+        return f"{option} {path} is a folder; expected a file name"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"{option} {path}: folder {parent} does not exist"
+    return None
+
+
+def check_paths(args: argparse.Namespace) -> str | None:
+    """The first problem with the path options of ``args`` (one line), checked before any work
+    starts; None when they are all usable."""
+    if args.command in ("run", "evaluate"):
+        checks = [_folder_problem("--out", args.out)]
+        if args.command == "evaluate":
+            checks.insert(0, _folder_problem("--synthetic", args.synthetic, must_exist=True))
+            if args.out is None:  # the default, <synthetic>/../evaluation
+                default = os.path.join(os.path.dirname(os.path.abspath(args.synthetic)),
+                                       "evaluation")
+                checks.append(_folder_problem("--out (default)", default))
+    elif args.command == "datasets":
+        # (--root is checked by the loader, whose message points at the data card)
+        checks = [_file_problem("--write-split", args.write_split),
+                  _file_problem("--out", args.out)]
+        if args.check_split is not None and args.check_split.endswith(".json") and \
+                not os.path.isfile(args.check_split):
+            checks.append(f"--check-split {args.check_split} does not exist; expected a split "
+                          "file (JSON)")
+        if args.images < 1:
+            checks.append(f"--images must be >= 1, got {args.images}")
+    else:
+        checks = []
+    return next((c for c in checks if c is not None), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = check_paths(args)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.command == "datasets" and args.summary is not None:
         try:
             return summarize_dataset(args)
@@ -261,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "datasets" and args.show is not None:
         try:
             return show_dataset(args)
-        except UnknownNameError as err:
+        except (UnknownNameError, ValueError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     if args.command in ("tasks", "methods", "datasets", "profiles"):
@@ -303,9 +365,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      profile=args.profile, seed=args.seed, out=args.out,
                                      root=args.root, progress=not args.quiet,
                                      downstream=args.downstream)
-    except (ValueError, FileNotFoundError, UnknownNameError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (ValueError, OSError, UnknownNameError) as err:
+        # bad input (a file, row, column or option named in one line) or a damaged file that
+        # cannot be redone: exit 2, never a traceback
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, indent=2))
     else:

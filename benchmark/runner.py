@@ -198,9 +198,13 @@ def fit_stage(gen_cls: type[Generator], generator: Generator, rdir: Path, chash:
     stale = check_marker(ckpt_done, config_hash=chash, output=ckpt)
     if stale is None:
         log.info("resuming: loading the fitted generator from %s", ckpt)
-        generator = timer(stage, lambda: gen_cls.load(ckpt))
-        generator.progress = progress
-    else:
+        try:
+            loaded = timer(stage, lambda: gen_cls.load(ckpt))
+            loaded.progress = progress
+            generator = loaded
+        except (OSError, ValueError, KeyError, RuntimeError) as err:  # certified yet unreadable
+            stale = f"{ckpt} cannot be loaded ({' '.join(str(err).split())[:160]})"
+    if stale is not None:
         if ckpt_done.exists() or ckpt.exists():
             log.info("fitting again: %s", stale)
         ckpt_done.unlink(missing_ok=True)
@@ -350,9 +354,13 @@ def run(
     stale = check_marker(syn_done, config_hash=chash, output=syn_dir, inputs=model_inputs)
     if stale is None:
         log.info("resuming: reading synthetic images from %s", syn_dir)
-        synthetic = timer("sample", lambda: read_image_folder(
-            syn_dir, required_attributes=task_obj.sensitive_attributes, progress=progress))
-    else:
+        try:
+            synthetic = timer("sample", lambda: read_image_folder(
+                syn_dir, required_attributes=task_obj.sensitive_attributes, progress=progress,
+                allow_empty=True))
+        except (OSError, ValueError) as err:
+            stale = f"{syn_dir} cannot be read ({' '.join(str(err).split())[:160]})"
+    if stale is not None:
         if syn_done.exists() or syn_dir.exists():
             log.info("sampling again: %s", stale)
         syn_done.unlink(missing_ok=True)

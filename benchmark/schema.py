@@ -202,17 +202,23 @@ class SchemaError(ValueError):
     """A sample table does not follow the standard schema; the message names what and where."""
 
 
+#: Plausible ranges of the numeric attributes (inclusive); a value outside is bad input
+#: (a ``999`` "unknown" code, ``inf``), never binned into the last group.
+AGE_RANGE: tuple[float, float] = (0.0, 120.0)
+BMI_RANGE: tuple[float, float] = (0.0, 150.0)
+_RANGES = {"age": AGE_RANGE, "bmi": BMI_RANGE}
+
+
 def age_to_group(age: float | None) -> str | None:
     """Map an age in years to its :data:`AGE_GROUPS` bin; ``None`` stays ``None``.
 
-    A NaN or negative age is bad input, not a missing value: loaders must turn their own
-    missing-age codes (CheXpert's 0, blanks, ``N/A``) into ``None`` before calling this.
+    A NaN, infinite or out-of-range age (:data:`AGE_RANGE`) is bad input, not a missing
+    value: loaders must turn their own missing-age codes (CheXpert's 0, blanks, ``N/A``) into
+    ``None`` before calling this.
     """
     if age is None:
         return None
-    age = float(age)
-    if math.isnan(age) or age < 0:
-        raise SchemaError(f"age must be a non-negative number of years or None, got {age!r}")
+    age = _check_number("age", age, "years")
     for edge, group in zip(AGE_BIN_EDGES, AGE_GROUPS, strict=False):
         if age < edge:
             return group
@@ -221,8 +227,10 @@ def age_to_group(age: float | None) -> str | None:
 
 def _check_number(name: str, value: float, unit: str) -> float:
     value = float(value)
-    if math.isnan(value) or value < 0:
-        raise SchemaError(f"{name} must be a non-negative number of {unit} or None, got {value!r}")
+    lo, hi = _RANGES[name]
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise SchemaError(f"{name} must be a number of {unit} in [{lo:g}, {hi:g}] or None, "
+                          f"got {value!r}")
     return value
 
 

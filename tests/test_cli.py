@@ -59,6 +59,6 @@ def test_every_command_has_help():
 
 
 def test_evaluate_on_a_missing_folder_is_one_clear_error(tmp_path, capsys):
-    assert main(["evaluate", "--synthetic", str(tmp_path / "none"), "--quiet"]) == 1
+    assert main(["evaluate", "--synthetic", str(tmp_path / "none"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: image folder {tmp_path / 'none'} does not exist"]
+    assert err == [f"error: --synthetic {tmp_path / 'none'} does not exist; expected a folder"]

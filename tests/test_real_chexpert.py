@@ -188,7 +188,7 @@ def test_summary_cli_and_run_end_to_end_on_a_fixture(tmp_path, capsys):
     assert main(["datasets", "--summary", "chexpert", "--root", str(root), "--verify"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("chexpert: 32 samples, 32 patients") and "  finding " in text
-    assert main(["datasets", "--summary", "chexpert", "--root", str(tmp_path / "no")]) == 1
+    assert main(["datasets", "--summary", "chexpert", "--root", str(tmp_path / "no")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert main(["run", "--method", "real-only", "--task", "chexpert-sex", "--root", str(root),
                  "--profile", "smoke", "--out", str(tmp_path / "runs"), "--quiet",
@@ -218,5 +218,5 @@ def test_summary_writes_and_checks_split_files(tmp_path, capsys):
     doc["patients"]["train"].append("patient99999")
     out.write_text(json.dumps(doc))
     assert main(["datasets", "--summary", "chexpert", "--root", str(root), "--check-split",
-                 str(out)]) == 1
+                 str(out)]) == 2
     assert "checksum" in capsys.readouterr().err

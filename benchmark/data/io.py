@@ -31,7 +31,6 @@ from pathlib import Path
 
 import datasets
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..schema import (
@@ -44,6 +43,7 @@ from ..schema import (
     check_value,
     derive_attributes,
 )
+from .validate import check_header, confined_path, csv_header, open_image, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,11 @@ def write_image_folder(ds: datasets.Dataset, directory: str | Path, *,
 
 
 def _side_image(directory: Path, rel: str | None, what: str, where: str) -> str | None:
-    """The path of a row's mask or control image (None when the row has none)."""
+    """The path of a row's mask or control image (None when the row has none), confined to
+    ``directory``."""
     if rel is None:
         return None
-    path = directory / rel
+    path = confined_path(directory, rel, where=f"{where} {what}_path")
     if not path.is_file():
         raise FileNotFoundError(f"{where}: {what} {path} does not exist")
     return str(path)
@@ -134,13 +135,17 @@ def _cell(value: object) -> str | None:
 
 
 def read_image_folder(directory: str | Path, *, required_attributes: Sequence[str] = (),
-                      source: str = "synthetic:external", progress: bool = True
-                      ) -> datasets.Dataset:
+                      source: str = "synthetic:external", progress: bool = True,
+                      allow_empty: bool = False) -> datasets.Dataset:
     """Read a folder written by :func:`write_image_folder` (or by anyone, same layout).
 
     Every image is opened and decoded once, so a missing or corrupt file fails here with the
     row and path named, not later inside a metric. Raises :class:`SchemaError` (a ValueError)
-    or :class:`FileNotFoundError` with one clear message.
+    or :class:`FileNotFoundError` with one clear message. The checks of
+    :mod:`benchmark.data.validate` apply: paths confined to ``directory`` (no ``..``, absolute
+    paths or symlinks out), one row per image file, one image size, 16-bit images scaled to 8
+    bits (converted images are embedded), size limits, unique column names, and at least one
+    row (``allow_empty``: a header-only table is a valid empty folder, e.g. a real-only run's).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -153,8 +158,13 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
         )
     try:
         meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+    except pd.errors.EmptyDataError:
+        raise SchemaError(f"{meta_path} is empty; expected a header line with columns "
+                          f"{', '.join(_REQUIRED)} and one row per image") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise SchemaError(f"{meta_path}: cannot parse as CSV ({err})") from None
+    check_header(meta_path, csv_header(meta_path), n_rows=max(len(meta), allow_empty),
+                 what=METADATA)
     required = [*_REQUIRED, *required_attributes]
     # a derived attribute (e.g. skin_tone_group) may come from its base column (skin_tone)
     missing = [c for c in required if c not in meta.columns
@@ -165,20 +175,36 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
             f"{', '.join(required)} (found: {', '.join(meta.columns)})"
         )
     rows: dict[str, list] = {c: [] for c in COLUMNS}
+    first_row_of: dict[str, int] = {}  # resolved image file -> the first row naming it
+    size: tuple[tuple[int, int], int] | None = None  # (width, height) of the first image, row
+    converted = 0
     for i, rec in enumerate(tqdm(meta.to_dict("records"), desc=f"reading {directory.name}",
                                  disable=not progress, leave=False)):
         where = f"{meta_path} row {i + 2}"  # +2: header line, 1-based
         rel = _cell(rec["path"])
         if rel is None:
             raise SchemaError(f"{where}: empty path")
-        path = directory / rel
+        path = confined_path(directory, rel, where=where)
         if not path.is_file():
             raise FileNotFoundError(f"{where}: image {path} does not exist")
-        try:
-            with Image.open(path) as im:
-                im.load()
-        except (UnidentifiedImageError, OSError) as err:
-            raise SchemaError(f"{where}: cannot read image {path} ({err})") from None
+        real = os.path.realpath(path)
+        if real in first_row_of:
+            raise SchemaError(f"{where}: image {rel!r} is the same file as row "
+                              f"{first_row_of[real]}'s; expected one row per image file")
+        first_row_of[real] = i + 2
+        im, original_mode = open_image(path, where=where)
+        if size is None:
+            size = (im.size, i + 2)
+        elif im.size != size[0]:
+            raise SchemaError(f"{where}: image {path} is {im.size[0]}x{im.size[1]} pixels, row "
+                              f"{size[1]}'s is {size[0][0]}x{size[0][1]}; expected one size "
+                              "for every image")
+        # an 8-bit L/RGB image is read from its file; anything else is converted once here
+        # (16-bit scaled, alpha dropped) and embedded, so no later stage clips it
+        image_cell: object = str(path)
+        if original_mode != im.mode:
+            image_cell = {"bytes": png_bytes(im), "path": None}
+            converted += 1
         values = {c: _cell(rec.get(c)) for c in _OPTIONAL}
         finding = _cell(rec["finding"])
         for column in ("finding", *ATTRIBUTES):
@@ -213,7 +239,7 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
         rows["sample_id"].append(sample_id)
         rows["patient_id"].append(values["patient_id"] or sample_id)
         rows["split"].append("train")
-        rows["image"].append(str(path))
+        rows["image"].append(image_cell)
         rows["finding"].append(finding)
         rows["labels"].append([finding] if finding else [])
         rows["sex"].append(values["sex"])
@@ -229,4 +255,7 @@ def read_image_folder(directory: str | Path, *, required_attributes: Sequence[st
         rows["source"].append(values["source"] or source)
     if len(set(rows["sample_id"])) != len(rows["sample_id"]):
         raise SchemaError(f"{meta_path}: sample_id values are not unique")
+    if converted:
+        log.info("%s: converted %d image(s) to 8 bits (16-bit scaled, alpha dropped, palette "
+                 "to RGB)", directory, converted)
     return datasets.Dataset.from_dict(rows, features=FEATURES)

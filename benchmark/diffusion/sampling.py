@@ -122,11 +122,13 @@ def sample_images(backbone: Backbone, prompts: list[str], *, seed: int, steps: i
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="sampling", leave=False, disable=not progress):
         shard = shard_dir / f"shard-{start:07d}.npy" if shard_dir is not None else None
-        if shard is not None and shard.is_file():
-            out.append(np.load(shard))
-            continue
         batch = prompts[start:start + batch_size]
         n = len(batch)
+        if shard is not None and shard.is_file():
+            arr = _read_shard(shard, n)
+            if arr is not None:
+                out.append(arr)
+                continue
         x = torch.stack([_noise(shape, seed, start + i) for i in range(n)]).to(device)
         x = x * sched.init_noise_sigma
         cond = emb[[cond_of[p] for p in batch]]
@@ -158,6 +160,21 @@ def sample_images(backbone: Backbone, prompts: list[str], *, seed: int, steps: i
         c = backbone.image_channels
         return np.zeros((0, c, backbone.spec.resolution, backbone.spec.resolution), np.uint8)
     return np.concatenate(out)
+
+
+def _read_shard(shard: Path, n: int) -> np.ndarray | None:
+    """A finished shard of ``n`` uint8 images, or None (with one warning line naming the file)
+    when it is damaged: it is then removed and regenerated."""
+    try:
+        arr = np.load(shard, allow_pickle=False)
+        if arr.dtype != np.uint8 or arr.ndim != 4 or len(arr) != n:
+            raise ValueError(f"{arr.dtype} array of shape {arr.shape}, expected {n} uint8 images")
+    except (OSError, ValueError, EOFError) as err:
+        log.warning("regenerating damaged sample shard %s (%s)", shard,
+                    " ".join(str(err).split())[:120])
+        shard.unlink(missing_ok=True)
+        return None
+    return arr
 
 
 def _controls(backbone: Backbone, controls, n: int) -> np.ndarray | None:

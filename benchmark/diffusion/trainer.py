@@ -86,7 +86,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..markers import module_digest
+from ..markers import file_damage, module_digest
 from .backbone import Backbone
 from .controlnet import controlled_unet
 from .data import TrainData
@@ -396,9 +396,21 @@ class DiffusionTrainer:
         path = self.work_dir / "loss_log.csv"
         if not path.is_file():
             return []
-        with path.open() as f:
-            rows = [{k: (int(v) if k == "step" else float(v)) for k, v in r.items() if v != ""}
-                    for r in csv.DictReader(f)]
+        rows, bad = [], 0
+        with path.open(newline="") as f:
+            for r in csv.DictReader(f):
+                try:  # a row cut short (a killed write, a damaged file) is counted, not read
+                    if None in r or any(v is None for v in r.values()):
+                        raise ValueError("short row")
+                    rows.append({k: (int(v) if k == "step" else float(v))
+                                 for k, v in r.items() if v != ""})
+                    if "step" not in rows[-1]:
+                        raise ValueError("no step")
+                except ValueError:
+                    rows = rows[:-1] if rows and "step" not in rows[-1] else rows
+                    bad += 1
+        if bad:
+            log.warning("%s: skipped %d damaged row(s) of the loss log", path, bad)
         return [r for r in rows if r["step"] < before]
 
     # -- one micro-batch --------------------------------------------------------------------
@@ -497,9 +509,16 @@ class DiffusionTrainer:
         accelerator.register_for_checkpointing(self.hooks)
 
         start, losses = 0, []
-        done = self.checkpoints()
-        if done:
-            step, path = done[-1]
+        # resume from the newest intact checkpoint: a damaged one (truncated weights, cut
+        # trainer_state.json) is named, moved aside and the previous one is used
+        for step, path in reversed(self.checkpoints()):
+            damage = file_damage(path)
+            if damage is not None:
+                log.warning("damaged training checkpoint, falling back to the previous one: %s",
+                            damage)
+                if accelerator.is_main_process:
+                    shutil.rmtree(path, ignore_errors=True)
+                continue
             state = json.loads((path / "trainer_state.json").read_text())
             if state["identity"] != self._identity():
                 raise ValueError(f"{path} was written by a different training config or data; "
@@ -507,6 +526,7 @@ class DiffusionTrainer:
             accelerator.load_state(str(path))
             start, losses = step, self._read_losses(step)
             log.info("resuming training from %s (step %d of %d)", path, step, cfg.steps)
+            break
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
         nproc, rank = accelerator.num_processes, accelerator.process_index

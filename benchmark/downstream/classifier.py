@@ -322,8 +322,14 @@ def _train(*, train: ArrayData, val: ArrayData, n_classes: int, backbone: str,
     state: dict[str, Any] = {"epoch": 0, "best_val": -1.0, "best_epoch": -1, "best_state": None,
                              "bad_epochs": 0, "weights": None, "history": []}
     ckpt = Path(work_dir) / "checkpoint.pt" if work_dir is not None else None
+    saved: Any = None
     if ckpt is not None and ckpt.is_file():
-        saved = torch.load(ckpt, map_location=dev, weights_only=True)
+        try:
+            saved = torch.load(ckpt, map_location=dev, weights_only=True)
+        except (OSError, RuntimeError, ValueError, EOFError) as err:  # a damaged checkpoint
+            log.warning("%s: training afresh, checkpoint %s is unreadable (%s)", backbone, ckpt,
+                        " ".join(str(err).split())[:120])
+    if saved is not None:
         if saved.get("key") == key:
             model.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optimizer"])

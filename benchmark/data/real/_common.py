@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ...schema import COLUMNS, DERIVED, FEATURES, SPLITS, SchemaError
 from ...schema import column as column_values
 from ..splits import split_of
+from ..validate import check_inside, csv_header, duplicate_names
 
 log = logging.getLogger("benchmark.data.real")
 
@@ -125,7 +126,15 @@ def read_table(path: Path, *, dataset: str, required: Sequence[str],
             ValueError, OSError) as err:
         raise DataLayoutError(f"{dataset}: cannot read {path} as a table ({err})") from None
     df.columns = [str(c).strip() for c in df.columns]
+    if not name.endswith((".xlsx", ".xls", ".gz")):  # pandas renames a repeated name to "x.1"
+        dup = duplicate_names(csv_header(path))
+        if dup:
+            raise DataLayoutError(f"{dataset}: {path}: column {dup[0]!r} occurs more than once "
+                                  "in the header; expected unique column names")
     check_header(df, path, dataset=dataset, required=required)
+    if len(df) == 0:
+        raise DataLayoutError(f"{dataset}: {path} has a header but no rows; expected the "
+                              "publisher's table with one row per image")
     return df
 
 
@@ -189,11 +198,16 @@ class DropCounter:
 # --------------------------------------------------------------------------------- images
 
 
-def check_images(paths: Sequence[str], mode: str, *, dataset: str) -> None:
-    """Check the image files of a table: see :data:`IMAGE_CHECKS`."""
+def check_images(paths: Sequence[str], mode: str, *, dataset: str,
+                 root: str | os.PathLike | None = None) -> None:
+    """Check the image files of a table: see :data:`IMAGE_CHECKS`. With ``root``, every path
+    must first resolve inside it (nothing outside the root is stat'ed or opened)."""
     if mode not in IMAGE_CHECKS:
         raise ValueError(f"{dataset}: check_images={mode!r}; expected one of "
                          f"{', '.join(IMAGE_CHECKS)}")
+    if root is not None:
+        check_inside(root, [p for p in paths if isinstance(p, str | os.PathLike)],
+                     dataset=dataset)
     if mode == "none":
         return
     missing = [p for p in tqdm(paths, desc=f"{dataset}: checking images", leave=False,
@@ -260,9 +274,13 @@ def complete_rows(rows: dict[str, list]) -> dict[str, list]:
             continue
         memo: dict[object, object] = {}
         out = []
-        for v in rows[base]:
+        for i, v in enumerate(rows[base]):
             if v not in memo:
-                memo[v] = fn(v) if v is not None else None
+                try:
+                    memo[v] = fn(v) if v is not None else None
+                except SchemaError as err:  # name the row (an age of 999, inf, ...)
+                    sid = rows["sample_id"][i] if i < len(rows["sample_id"]) else i
+                    raise DataLayoutError(f"sample {sid}: {err}") from None
             out.append(memo[v])
         rows[column] = out
     return rows
@@ -276,15 +294,23 @@ def _image_cell(value: object) -> object:
     return datasets.Image().encode_example(value)  # a PIL image or an array
 
 
-def to_dataset(rows: dict[str, list], *, dataset: str) -> datasets.Dataset:
+def to_dataset(rows: dict[str, list], *, dataset: str,
+               root: str | os.PathLike | None = None) -> datasets.Dataset:
     """Rows -> Dataset with the standard features. String image cells stay file paths that
     :class:`datasets.Image` decodes on access (nothing is decoded here).
+
+    ``root``: the local copy the rows were read from; every image and mask file path must
+    resolve inside it (:func:`benchmark.data.validate.check_inside`: a table row with
+    ``../../outside.jpg`` or a symlink out of the root is refused, naming the path).
 
     Built as one Arrow table (``datasets``' per-example encoding takes ~15 s for CheXpert's
     223k rows; this takes about a second)."""
     import pyarrow as pa
 
     complete_rows(rows)
+    if root is not None:
+        check_inside(root, [v for c in ("image", "mask") for v in rows[c]
+                            if isinstance(v, str | os.PathLike)], dataset=dataset)
     ids = rows["sample_id"]
     if len(set(ids)) != len(ids):
         dup = next(i for i, n in Counter(ids).items() if n > 1)
@@ -346,8 +372,12 @@ def write_split_file(path: str | os.PathLike, *, dataset: str, method: str,
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     text = json.dumps(doc, indent=0, ensure_ascii=True)
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no temporary file is left behind
+        raise
     return path
 
 

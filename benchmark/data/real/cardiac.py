@@ -144,7 +144,7 @@ def load_acdc(*, root: str | os.PathLike | None, image_size: int | None = None,
     rows["split"] = ["test" if o == "test" else hashed[p]
                      for o, p in zip(official, rows["patient_id"], strict=True)]
     drops.report(len(cfgs), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=name)
+    return to_dataset(rows, dataset=name, root=base)
 
 
 def load_mnms(*, root: str | os.PathLike | None, image_size: int | None = None,
@@ -213,7 +213,7 @@ def load_mnms(*, root: str | os.PathLike | None, image_size: int | None = None,
         official.append({"Training": "train", "Validation": "val", "Testing": "test"}[split_dir])
     rows["split"] = official
     drops.report(len(df), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=name)
+    return to_dataset(rows, dataset=name, root=base)
 
 
 register_dataset(DatasetSpec(

@@ -355,9 +355,9 @@ def load(*, root: str | os.PathLike | None, image_size: int | None = None,
     if overlap:
         raise DataLayoutError(f"{NAME}: patient {sorted(overlap)[0]} is in both train.csv and "
                               "valid.csv")
-    check_images(rows["image"], check, dataset=NAME)
+    check_images(rows["image"], check, dataset=NAME, root=base)
     drops.report(n_in, len(rows["sample_id"]))
-    return to_dataset(rows, dataset=NAME)
+    return to_dataset(rows, dataset=NAME, root=base)
 
 
 def chexpert_split_from_csv(train_csv: str | os.PathLike) -> dict[str, str]:

@@ -109,9 +109,9 @@ def load(*, root: str | os.PathLike | None, image_size: int | None = None,
         rows["source"].append(NAME)
     splits = hash_splits(rows["patient_id"], SPLIT_SALT)
     rows["split"] = [splits[p] for p in rows["patient_id"]]
-    check_images(rows["image"], check, dataset=NAME)
+    check_images(rows["image"], check, dataset=NAME, root=base)
     drops.report(len(df), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=NAME)
+    return to_dataset(rows, dataset=NAME, root=base)
 
 
 register_dataset(

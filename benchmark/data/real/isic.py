@@ -124,9 +124,9 @@ def load_isic2019(*, root: str | os.PathLike | None, image_size: int | None = No
         rows["source"].append(name)
     splits = hash_splits(rows["patient_id"], name)
     rows["split"] = [splits[p] for p in rows["patient_id"]]
-    check_images(rows["image"], check, dataset=name)
+    check_images(rows["image"], check, dataset=name, root=base)
     drops.report(len(gt), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=name)
+    return to_dataset(rows, dataset=name, root=base)
 
 
 def load_isic2020(*, root: str | os.PathLike | None, image_size: int | None = None,
@@ -170,9 +170,9 @@ def load_isic2020(*, root: str | os.PathLike | None, image_size: int | None = No
                     name, sorted(unmapped))
     splits = hash_splits(rows["patient_id"], name)
     rows["split"] = [splits[p] for p in rows["patient_id"]]
-    check_images(rows["image"], check, dataset=name)
+    check_images(rows["image"], check, dataset=name, root=base)
     drops.report(len(gt), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=name)
+    return to_dataset(rows, dataset=name, root=base)
 
 
 register_dataset(DatasetSpec(

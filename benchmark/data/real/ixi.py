@@ -148,7 +148,7 @@ def load(*, root: str | os.PathLike | None, image_size: int | None = None,
     splits = hash_splits(rows["patient_id"], NAME)
     rows["split"] = [splits[p] for p in rows["patient_id"]]
     drops.report(len(df), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=NAME)
+    return to_dataset(rows, dataset=NAME, root=base)
 
 
 register_dataset(DatasetSpec(

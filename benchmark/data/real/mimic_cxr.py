@@ -292,9 +292,9 @@ def load(*, root: str | os.PathLike | None, image_size: int | None = None,
         rows["age"].append(age)
         rows["race"].append(race)
         rows["source"].append(NAME)
-    check_images(rows["image"], check, dataset=NAME)
+    check_images(rows["image"], check, dataset=NAME, root=base)
     drops.report(n_in, len(rows["sample_id"]))
-    return to_dataset(rows, dataset=NAME)
+    return to_dataset(rows, dataset=NAME, root=base)
 
 
 def _study_labels(df: pd.DataFrame, path: Path, policy: str

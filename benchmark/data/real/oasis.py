@@ -176,7 +176,7 @@ def load_oasis1(*, root: str | os.PathLike | None, image_size: int | None = None
     splits = hash_splits(rows["patient_id"], "oasis1")
     rows["split"] = [splits[p] for p in rows["patient_id"]]
     drops.report(len(df), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=name)
+    return to_dataset(rows, dataset=name, root=base)
 
 
 def load_oasis2(*, root: str | os.PathLike | None, image_size: int | None = None,
@@ -235,7 +235,7 @@ def load_oasis2(*, root: str | os.PathLike | None, image_size: int | None = None
     splits = hash_splits(rows["patient_id"], "oasis2")
     rows["split"] = [splits[p] for p in rows["patient_id"]]
     drops.report(len(df), len(rows["sample_id"]))
-    return to_dataset(rows, dataset=name)
+    return to_dataset(rows, dataset=name, root=base)
 
 
 register_dataset(
