@@ -1,7 +1,7 @@
 import pytest
 
 from benchmark.data.splits import assign_splits, split_of
-from benchmark.registry import Registry, UnknownNameError
+from benchmark.registry import PluginLoadError, Registry, UnknownNameError
 
 
 def test_registry_rejects_bad_and_duplicate_names():
@@ -15,6 +15,27 @@ def test_registry_rejects_bad_and_duplicate_names():
     with pytest.raises(UnknownNameError) as err:
         reg.get("b")
     assert str(err.value) == "unknown thing 'b'; valid: a-1"
+
+
+def test_a_broken_plugin_is_named_and_does_not_hide_the_others(monkeypatch, caplog):
+    from importlib.metadata import EntryPoint
+
+    import benchmark.registry as registry
+
+    eps = [EntryPoint("broken", "no_such_module_for_the_test:Thing", "g"),
+           EntryPoint("good", "json:dumps", "g")]
+    monkeypatch.setattr(registry, "entry_points", lambda group: eps)
+    reg: Registry[object] = Registry("method", entry_point_group="g")
+    import json
+
+    assert reg.get("good") is json.dumps and reg.names() == ["good"]
+    with pytest.raises(PluginLoadError) as err:
+        reg.get("broken")
+    assert str(err.value).startswith("method 'broken' is installed but failed to load: ")
+    assert "ModuleNotFoundError" in str(err.value) and "\n" not in str(err.value)
+    assert "failed to load and is left out" in caplog.text
+    with pytest.raises(UnknownNameError, match="valid: good"):
+        reg.get("other")
 
 
 def test_splits_are_patient_level_deterministic_and_order_free():
