@@ -329,6 +329,13 @@ class Generator(ABC):
         default: the base method's defaults."""
         return {}
 
+    def downstream_overrides(self) -> dict[str, Any]:
+        """Fields of the profile's :class:`~benchmark.downstream.DownstreamConfig` this method's
+        protocol changes for its run (e.g. FairGen's sampler reweighting); they apply to every
+        classifier of the run, its real-only reference row included, and are part of the run
+        config. Default: none."""
+        return {}
+
     def __init__(self, config: Mapping[str, Any] | None = None):
         self.config: dict[str, Any] = {**self.default_config, **self.check_config(config or {})}
 

@@ -35,6 +35,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -260,8 +261,8 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
                      synthetic: datasets.Dataset, fingerprint: str, spaces: Any,
                      cache: FeatureCache, device: str, downstream: bool,
                      out_dir: Path, counts: dict[str, int], timer: _Timer, progress: bool,
-                     t_start: float, method_report: dict[str, Any] | None = None
-                     ) -> dict[str, Any]:
+                     t_start: float, method_report: dict[str, Any] | None = None,
+                     downstream_config: DownstreamConfig | None = None) -> dict[str, Any]:
     """The stages `run` and `evaluate_folder` share: generation metrics of ``synthetic``
     against the real test split, the downstream stage (when ``downstream``), and the result
     record (with the generator's ``method_report``, when it has one), written atomically to
@@ -274,7 +275,8 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
     all_metrics: dict[str, Any] = {"generation": metrics}
     if downstream:
         all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
-            data, synthetic, task, prof.downstream, seed=seed, work_dir=out_dir / "downstream",
+            data, synthetic, task, downstream_config or prof.downstream, seed=seed,
+            work_dir=out_dir / "downstream",
             device=device, extractor=spaces.available.get("inception"), cache=cache,
             batch_size=prof.feature_batch_size, progress=progress))
     timer.timings["total"] = round(time.perf_counter() - t_start, 3)
@@ -332,6 +334,10 @@ def run(
     config = run_config(task_obj, method, resolved, prof, seed, root, spaces.available)
     if base is not None:
         config["base"] = {k: base[k] for k in ("method", "config_hash", "digest")}
+    overrides = generator.downstream_overrides()
+    downstream_config = replace(prof.downstream, **overrides)
+    if overrides:  # the method's downstream protocol (only when set: other hashes unchanged)
+        config["downstream_overrides"] = dict(sorted(overrides.items()))
     chash = config_hash(config)
     rdir = run_dir_for(out, task, method, profile, seed)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -376,7 +382,8 @@ def run(
     return score_and_record(
         task=task_obj, prof=prof, method=method, seed=seed, config=config, chash=chash,
         data=data, synthetic=synthetic, fingerprint=fingerprint, spaces=spaces, cache=cache,
-        device=device, downstream=prof.downstream.enabled, out_dir=rdir,
+        device=device, downstream=downstream_config.enabled, out_dir=rdir,
+        downstream_config=downstream_config,
         counts={"train": len(train), "plan_total": plan.total, "plan_cells": len(plan.rows)},
         timer=timer, progress=progress, t_start=t_start, method_report=generator.report())
 

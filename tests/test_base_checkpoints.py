@@ -29,6 +29,9 @@ class OnTopOfOversample(Generator):
     def sample(self, plan):
         return self._base.sample(plan)
 
+    def downstream_overrides(self):  # a method's own downstream protocol
+        return {"reweight": True, "reweight_mode": "sampler"}
+
     def save(self, directory):
         super().save(directory)
         self._base.save(directory / "base")
@@ -59,6 +62,11 @@ def test_base_is_fitted_once_and_reused_by_its_config_hash(registered, tmp_path,
     assert rec["config"]["base"]["method"] == "oversample"
     assert rec["config"]["base"]["config_hash"] == config_hash(base_config)
     assert (base_dir / "checkpoint.DONE").is_file() and rec["timings_s"]["fit_base"] >= 0
+    # the method's downstream protocol is in its config and used by its classifiers
+    assert rec["config"]["downstream_overrides"] == {"reweight": True,
+                                                     "reweight_mode": "sampler"}
+    assert rec["metrics"]["downstream"]["config"]["reweight_mode"] == "sampler"
+    assert base_config.get("downstream_overrides") is None
     # the base method's own run reuses the fitted base (same resolved config, same hash)
     caplog.clear()
     own = run(method="oversample", **kw)

@@ -104,6 +104,15 @@ def test_simulated_physician_prefers_the_adherent_image(smoke_skin_oracle):
     assert s["ties_dropped"] == 2
 
 
+def test_fairgen_runs_use_its_downstream_reweighting():
+    assert FairGen().downstream_overrides() == {"reweight": True, "reweight_mode": "sampler"}
+    assert FairGen({"downstream_reweight": "loss"}).downstream_overrides()["reweight_mode"] == (
+        "loss")
+    assert FairGen({"downstream_reweight": "none"}).downstream_overrides() == {}
+    with pytest.raises(ValueError, match="downstream_reweight must be"):
+        FairGen({"downstream_reweight": "sometimes"})
+
+
 def test_options_and_variants():
     assert GENERATORS.get("fairgen") is FairGen
     with pytest.raises(ValueError, match="dpo must be one of"):

@@ -114,6 +114,9 @@ class FairGen(DiffusionGenerator):
         "preferences": None,  # a preferences.jsonl (or its folder); None: simulated (phantoms)
         "candidates": None,  # K candidates per training cell for the simulated physician
         "max_pairs_per_prompt": None,
+        # the downstream classifiers of a fairgen run use FairGen's inverse-performance
+        # reweighting: "sampler" (the public code's), "loss" (ours), or "none"
+        "downstream_reweight": "sampler",
     }
     option_types = {
         **DiffusionGenerator.option_types,
@@ -128,6 +131,9 @@ class FairGen(DiffusionGenerator):
         if c["dpo"] not in DPO_CHOICES:
             raise ValueError(f"{self.name}: dpo must be one of {', '.join(DPO_CHOICES)}, got "
                              f"{c['dpo']!r}")
+        if c["downstream_reweight"] not in ("sampler", "loss", "none"):
+            raise ValueError(f"{self.name}: downstream_reweight must be sampler, loss or none, "
+                             f"got {c['downstream_reweight']!r}")
         if c["cbsq_other"] not in CBSQ_OTHER_CHOICES:
             raise ValueError(f"{self.name}: cbsq_other must be one of "
                              f"{', '.join(CBSQ_OTHER_CHOICES)}, got {c['cbsq_other']!r}")
@@ -318,6 +324,12 @@ class FairGen(DiffusionGenerator):
         if result.losses:
             last = result.losses[-1]
             self.report_["dpo_final"] = {k: v for k, v in last.items() if k.startswith("pref")}
+
+    def downstream_overrides(self) -> dict[str, Any]:
+        """FairGen's downstream protocol: its inverse-performance reweighting (the code's
+        sampler form by default) for every classifier of the run."""
+        mode = self.config["downstream_reweight"]
+        return {} if mode == "none" else {"reweight": True, "reweight_mode": mode}
 
     # -- persistence and the record ---------------------------------------------------------
     def report(self) -> dict[str, Any]:
