@@ -29,3 +29,18 @@ def test_ixi(tmp_path, caplog):
     assert r["sex"] is None and r["race"] == "black" and r["age"] is None
     assert "duplicate IXI_ID row: 2" in caplog.text and "no T1 image: 1" in caplog.text
     assert np.asarray(rows["IXI002"]["image"]).shape == (20, 16)
+
+
+def test_a_volume_symlinked_from_outside_the_root_is_refused(tmp_path):
+    import pytest
+
+    from benchmark.schema import SchemaError
+
+    (tmp_path / "ixi").mkdir()
+    root = make_ixi(tmp_path / "ixi")
+    outside = tmp_path / "elsewhere.nii.gz"
+    inside = root / "IXI-T1" / "IXI002-Guys-0828-T1.nii.gz"
+    inside.rename(outside)
+    inside.symlink_to(outside)  # a file under the root that is really outside it
+    with pytest.raises(SchemaError, match="outside the root"):
+        load(root=root, progress=False)

@@ -20,10 +20,15 @@ from ._common import DataLayoutError
 PLANES = {"axial": ("S", "I"), "coronal": ("A", "P"), "sagittal": ("L", "R")}
 
 
-def load_volume(path: str | os.PathLike):
-    """nibabel image of ``path``; an unreadable file raises naming it."""
+def load_volume(path: str | os.PathLike, *, root: str | os.PathLike | None = None):
+    """nibabel image of ``path``; an unreadable file raises naming it. With ``root``, a path
+    that leaves it (``..``, a symlink pointing out) is refused before anything is opened."""
     import nibabel as nib
 
+    if root is not None:
+        from ..validate import check_inside
+
+        check_inside(root, [os.fspath(path)], dataset="volume")
     try:
         return nib.load(os.fspath(path))
     except Exception as err:  # nibabel raises many types (ImageFileError, OSError, ValueError)
@@ -47,7 +52,8 @@ def slice_axis(img, plane: str = "axial") -> int:
 
 def volume_slice(path: str | os.PathLike, *, plane: str = "axial", position: float = 0.5,
                  index: int | None = None, axis: int | None = None, frame: int = 0,
-                 low: float = 0.5, high: float = 99.5) -> np.ndarray:
+                 low: float = 0.5, high: float = 99.5,
+                 root: str | os.PathLike | None = None) -> np.ndarray:
     """One 2-D uint8 slice of the volume at ``path``.
 
     Args:
@@ -57,10 +63,11 @@ def volume_slice(path: str | os.PathLike, *, plane: str = "axial", position: flo
             ``index`` gives the slice number.
         frame: the time frame of a 4-D volume.
         low, high: percentiles of the non-zero voxels mapped to 0 and 255.
+        root: the dataset root the file must lie in (see :func:`load_volume`).
     """
     if plane not in PLANES:
         raise ValueError(f"plane={plane!r}; expected one of {', '.join(PLANES)}")
-    img = load_volume(path)
+    img = load_volume(path, root=root)
     shape = img.shape
     if len(shape) < 3:
         raise DataLayoutError(f"volume {path} has shape {shape}; expected 3-D or 4-D")

@@ -51,11 +51,12 @@ SEX = {"M": "male", "F": "female"}
 
 
 def short_axis_slice(path: Path, *, frame: int | None, position: float,
-                     gt: Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                     gt: Path | None = None, root: Path | None = None
+                     ) -> tuple[np.ndarray, np.ndarray | None]:
     """(uint8 image, uint8 label mask or None) of the short-axis slice at ``position`` of the
     stack (array axis 2) in time ``frame`` (4-D files) or the 3-D volume."""
     def read(p: Path, t: int | None) -> np.ndarray:
-        img = load_volume(p)
+        img = load_volume(p, root=root)
         k = int(round(position * (img.shape[2] - 1)))
         sl = (slice(None), slice(None), k) + ((t,) if len(img.shape) == 4 else ())
         try:
@@ -128,7 +129,8 @@ def load_acdc(*, root: str | os.PathLike | None, image_size: int | None = None,
             raise FileNotFoundError(f"{name}: {frame} (the ED frame named in {cfg_path}) is "
                                     "missing")
         image, mask = short_axis_slice(frame, frame=None, position=position,
-                                       gt=frame.with_name(f"{pid}_frame{ed:02d}_gt.nii.gz"))
+                                       gt=frame.with_name(f"{pid}_frame{ed:02d}_gt.nii.gz"),
+                                       root=base)
         height = number(info["Height"], where=f"{cfg_path} Height")
         weight = number(info["Weight"], where=f"{cfg_path} Weight")
         rows["sample_id"].append(f"{pid}_frame{ed:02d}")
@@ -197,7 +199,7 @@ def load_mnms(*, root: str | os.PathLike | None, image_size: int | None = None,
             raise DataLayoutError(f"{where}: empty ED frame")
         path, split_dir = images[code]  # type: ignore[index]
         image, mask = short_axis_slice(path, frame=int(ed), position=position,
-                                       gt=path.with_name(f"{code}_sa_gt.nii.gz"))
+                                       gt=path.with_name(f"{code}_sa_gt.nii.gz"), root=base)
         height = number(rec.get("Height"), where=f"{where} Height") if "Height" in rec else None
         weight = number(rec.get("Weight"), where=f"{where} Weight") if "Weight" in rec else None
         rows["sample_id"].append(f"{code}_ed")

@@ -137,7 +137,7 @@ def load(*, root: str | os.PathLike | None, image_size: int | None = None,
         rows["sample_id"].append(path.name.split(".nii")[0])
         rows["patient_id"].append(f"IXI{key:03d}")
         rows["image"].append(png_cell(volume_slice(path, plane=plane, position=position,
-                                                   index=slice_index)))
+                                                   index=slice_index, root=base)))
         rows["finding"].append("no_finding")
         rows["labels"].append(["no_finding"])
         rows["sex"].append(SEX.get(sex_raw) if sex_raw else None)

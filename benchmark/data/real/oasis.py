@@ -167,7 +167,7 @@ def load_oasis1(*, root: str | os.PathLike | None, image_size: int | None = None
         rows["sample_id"].append(sid)
         rows["patient_id"].append(m.group(1))
         rows["image"].append(png_cell(volume_slice(hits[0], plane=plane, position=position,
-                                                   index=slice_index)))
+                                                   index=slice_index, root=base)))
         rows["finding"].append(finding)
         rows["labels"].append([finding] if finding else [])
         rows["sex"].append(SEX.get(sex_raw) if sex_raw else None)
@@ -226,7 +226,7 @@ def load_oasis2(*, root: str | os.PathLike | None, image_size: int | None = None
         rows["sample_id"].append(mri)
         rows["patient_id"].append(subject)
         rows["image"].append(png_cell(volume_slice(img_path, plane=plane, position=position,
-                                                   index=slice_index)))
+                                                   index=slice_index, root=base)))
         rows["finding"].append(finding)
         rows["labels"].append([finding] if finding else [])
         rows["sex"].append(SEX.get(sex_raw) if sex_raw else None)
