@@ -33,7 +33,7 @@ import pandas as pd
 
 from .data import DATASETS, read_image_folder, write_image_folder
 from .downstream.config import DownstreamConfig
-from .evaluation import generation_metrics
+from .evaluation import generation_metrics, scored_synthetic
 from .generators import GENERATORS, FitContext, allocate
 from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cache_dir
 from .metrics.spaces import feature_extractors
@@ -150,15 +150,21 @@ def downstream_cache_dir() -> Path:
 def run_downstream(data: datasets.Dataset, synthetic: datasets.Dataset | None, task: Task,
                    config: DownstreamConfig, *, seed: int, work_dir: Path, device: str,
                    extractor: FeatureExtractor, cache: FeatureCache | None, batch_size: int,
-                   progress: bool) -> dict[str, Any]:
-    """The downstream stage on a task's splits (see :mod:`benchmark.downstream`)."""
+                   progress: bool, profile: Profile | None = None) -> dict[str, Any]:
+    """The downstream stage on a task's splits (see :mod:`benchmark.downstream`). With the
+    run's ``profile``, the saliency diversity metric draws its generated images first from
+    those the generation metrics scored (their Inception features are cached)."""
     from .downstream.evaluate import downstream_metrics
+
+    prefer = None
+    if profile is not None and synthetic is not None and "sample_id" in synthetic.column_names:
+        prefer = column(scored_synthetic(synthetic, profile, seed), "sample_id")
 
     return downstream_metrics(
         train=split(data, "train"), val=split(data, "val"), test=split(data, "test"),
         synthetic=synthetic, task=task, config=config, seed=seed, work_dir=work_dir,
         device=device, extractor=extractor, cache=cache, feature_batch_size=batch_size,
-        progress=progress, shared_dir=downstream_cache_dir())
+        progress=progress, shared_dir=downstream_cache_dir(), sdm_prefer_ids=prefer)
 
 
 class _Timer:
@@ -250,7 +256,7 @@ def run(
         all_metrics["downstream"] = timer("downstream", lambda: run_downstream(
             data, synthetic, task_obj, prof.downstream, seed=seed, work_dir=rdir / "downstream",
             device=device, extractor=spaces.available.get("inception"), cache=cache,
-            batch_size=prof.feature_batch_size, progress=progress))
+            batch_size=prof.feature_batch_size, progress=progress, profile=prof))
     timer.timings["total"] = round(time.perf_counter() - t_start, 3)
 
     record = make_record(
@@ -327,7 +333,7 @@ def evaluate_folder(
             data, synthetic, task_obj, prof.downstream, seed=seed,
             work_dir=out_path / "downstream", device=device,
             extractor=spaces.available.get("inception"), cache=cache,
-            batch_size=prof.feature_batch_size, progress=progress))
+            batch_size=prof.feature_batch_size, progress=progress, profile=prof))
     timer.timings["total"] = round(sum(timer.timings.values()), 3)
     record = make_record(
         task=task,

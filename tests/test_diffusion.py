@@ -1,6 +1,7 @@
 """The shared diffusion stack: tokenizer, prompts, backbone, trainer (resume), sampling,
 and the cbrs / sqrs samplers."""
 
+import dataclasses
 import shutil
 
 import datasets
@@ -222,6 +223,42 @@ def test_training_loss_is_the_ddpm_mse_and_weights_apply():
     # condition dropout replaces the prompt states by the empty prompt's
     assert torch.equal(batch.cond[~batch.dropped], data.class_embeddings[batch.class_ids[
         ~batch.dropped]])
+
+
+def test_min_snr_weights_hand_computed_and_in_the_loss():
+    """Min-SNR-gamma (Hang et al., 2023) from the scheduler's alphas_cumprod by hand:
+    SNR = abar / (1 - abar); v-prediction weight min(SNR, g) / (SNR + 1), eps min(SNR, g) / SNR.
+    """
+    from diffusers import DDPMScheduler
+
+    from benchmark.diffusion.trainer import min_snr_weights
+
+    t = torch.tensor([0, 10, 300, 600, 999])
+    for pred in ("v_prediction", "epsilon"):
+        sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=pred)
+        abar = sched.alphas_cumprod.double()[t].numpy()
+        snr = abar / (1 - abar)
+        want = np.minimum(snr, 5.0) / (snr + 1 if pred == "v_prediction" else snr)
+        got = min_snr_weights(sched, t, 5.0).double().numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    # eps-prediction: the lowest-noise step (SNR >> 5) is capped to 5 / SNR
+    assert got[0] == pytest.approx(5.0 / snr[0], rel=1e-5)
+    b, data = _data()
+    trainer = DiffusionTrainer(b, data, dataclasses.replace(CFG, snr_gamma=5.0), "/nonexistent",
+                               progress=False)
+    batch = trainer._batch(np.arange(8), 0, 0, 0, "cpu", b.unet)
+    abar = b.noise_scheduler.alphas_cumprod.double()[batch.timesteps]
+    snr = abar / (1 - abar)
+    w = (torch.clamp(snr, max=5.0) / (snr + 1)).float()
+    assert torch.allclose(batch.loss_weights, w, rtol=1e-5)
+    with torch.no_grad():
+        out = b.unet(batch.noisy_latents, batch.timesteps, batch.cond).sample
+        per = ((out - batch.target) ** 2).mean(dim=(1, 2, 3))
+        loss = TrainingHooks().training_loss(batch)
+    assert torch.allclose(loss.loss, (w * per).mean(), atol=1e-6)
+    assert torch.allclose(loss.per_sample, per, atol=1e-6)  # hooks see the unweighted MSE
+    with pytest.raises(ValueError, match="snr_gamma"):
+        TrainConfig(snr_gamma=-1.0)
 
 
 # -- samplers (cbrs, sqrs) ----------------------------------------------------------------

@@ -53,24 +53,25 @@ PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "smoke": dict(steps=30, batch_size=16, grad_accum=1, lr=2e-3, warmup_steps=0,
                   lr_schedule="constant", ema_decay=0.9, mixed_precision="no",
                   gradient_checkpointing=False, checkpoint_every=10, sampler="dpm-solver",
-                  sample_steps=4, guidance_scale=2.0, sample_batch_size=64),
+                  sample_steps=4, guidance_scale=2.0, sample_batch_size=64, snr_gamma=0.0),
     "cpu": dict(steps=600, batch_size=32, grad_accum=1, lr=1e-3, warmup_steps=20,
                 lr_schedule="cosine", ema_decay=0.99, mixed_precision="no",
                 gradient_checkpointing=False, checkpoint_every=100, sampler="dpm-solver",
-                sample_steps=10, guidance_scale=2.0, sample_batch_size=128),
+                sample_steps=10, guidance_scale=2.0, sample_batch_size=128, snr_gamma=0.0),
     "gpu": dict(steps=20000, batch_size=64, grad_accum=1, lr=2e-4, warmup_steps=500,
                 lr_schedule="cosine", ema_decay=0.9999, mixed_precision="bf16",
                 gradient_checkpointing=False, checkpoint_every=1000, sampler="dpm-solver",
-                sample_steps=25, guidance_scale=2.0, sample_batch_size=256),
+                sample_steps=25, guidance_scale=2.0, sample_batch_size=256, snr_gamma=0.0),
     "paper": dict(pretrained=SD_V1_4, steps=15000, batch_size=8, grad_accum=4, lr=1e-5,
                   warmup_steps=0,
                   lr_schedule="cosine", ema_decay=0.9999, mixed_precision="fp16",
                   gradient_checkpointing=True, checkpoint_every=1000, sampler="dpm-solver",
-                  sample_steps=50, guidance_scale=7.5, sample_batch_size=16),
+                  sample_steps=50, guidance_scale=7.5, sample_batch_size=16, snr_gamma=0.0),
 }
 
 _TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "lr", "lr_schedule", "warmup_steps",
-               "ema_decay", "mixed_precision", "gradient_checkpointing", "checkpoint_every")
+               "ema_decay", "mixed_precision", "gradient_checkpointing", "checkpoint_every",
+               "snr_gamma")
 _SAMPLE_KEYS = ("sampler", "sample_steps", "guidance_scale", "sample_batch_size")
 
 
