@@ -157,6 +157,12 @@ def plot(jsonl: str, png: str, idle_images_per_s: float) -> None:
         x = [r["step"] * tr["batch_size"] * tr["grad_accum"] / idle_images_per_s for r in rows]
         ax1.plot(x, [r["adherence"]["finding"] for r in rows], "o-", label=name)
         ax2.plot(x, [r["fd_oracle"] for r in rows], "o-", label=name)
+    # reference points measured before this search (RESULTS.md / OFFLINE.md, 2026-12-01): the
+    # old cpu default (600 steps, batch 32, five baselines: ranges) and the same at 2,000 steps
+    ref_x = [600 * 32 / idle_images_per_s, 2000 * 32 / idle_images_per_s]
+    ax1.errorbar(ref_x, [0.09, 0.87], yerr=[[0.07, 0], [0.07, 0]], fmt="ks", ms=5,
+                 label="old default, 600 / 2,000 steps (2026-12-01)")
+    ax2.errorbar(ref_x, [96.5, 46.6], yerr=[[5.5, 0], [5.5, 0]], fmt="ks", ms=5)
     ax1.axhline(0.6, color="grey", ls="--", lw=0.8)
     ax2.axhline(60, color="grey", ls="--", lw=0.8)
     ax1.set(xlabel=f"training time on 2 idle cores, s (images seen / {idle_images_per_s:g})",

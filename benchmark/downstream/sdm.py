@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from ..metrics.prdc import PRDC_K
-from ..schema import column
 from ..metrics.saliency import KEY_SDM, saliency_diversity
+from ..schema import column
 from ..tasks import Task
 from .classifier import ArrayData, torch_threads
 
