@@ -368,3 +368,28 @@ def test_cli_method_options():
     assert SDFinetune(opts).config["steps"] == 3
     with pytest.raises(ValueError, match="KEY=VALUE"):
         method_options(build_parser().parse_args(["run", "--method", "x", "--set", "steps"]))
+
+
+@pytest.mark.slow
+def test_recipe_benchmark_script_reports_checkpoints_and_plots(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_recipe.py"
+    spec = importlib.util.spec_from_file_location("diffusion_recipe", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    jsonl = tmp_path / "runs.jsonl"
+    rows = mod.main(["--profile", "smoke", "--steps", "3", "--eval-every", "2", "--n-eval", "6",
+                     "--fid", "never", "--compare-plain", "2", "--set", "batch_size=4",
+                     "--tag", "t", "--jsonl", str(jsonl)])
+    assert [r["step"] for r in rows] == [2, 3]
+    for r in rows:
+        assert 0 <= r["adherence"]["finding"] <= 1 and np.isfinite(r["fd_oracle"])
+        assert r["train_images_per_s"] > 0 and r["sample_images_per_s"] > 0
+        assert r["settings"]["train"]["snr_gamma"] == 5.0  # the smoke default
+    assert rows[-1]["plain_s_per_step"] > 0 and rows[-1]["ours_s_per_step"] > 0
+    assert [json.loads(line)["step"] for line in jsonl.read_text().splitlines()] == [2, 3]
+    mod.main(["--plot", str(jsonl), "--png", str(tmp_path / "p.png")])
+    assert (tmp_path / "p.png").stat().st_size > 0
