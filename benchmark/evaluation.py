@@ -50,6 +50,13 @@ def seeded_subset(ds: datasets.Dataset, n: int, seed: int) -> datasets.Dataset:
     return ds.select(np.sort(rng.choice(len(ds), size=n, replace=False)).tolist())
 
 
+def scored_synthetic(synthetic: datasets.Dataset, profile: Profile, seed: int
+                     ) -> datasets.Dataset:
+    """The synthetic images the generation metrics score (a seeded subset of at most
+    ``profile.eval_synthetic``); later stages reuse their cached features."""
+    return seeded_subset(synthetic, profile.eval_synthetic, seed + 1)
+
+
 def image_arrays(ds: datasets.Dataset, channels: int) -> list[np.ndarray]:
     """The images of ``ds`` as uint8 arrays, (H, W) for 1 channel or (H, W, 3) for 3."""
     mode = "L" if channels == 1 else "RGB"
@@ -153,7 +160,7 @@ def generation_metrics(
         out[KEY_DIVERSITY] = {}
         return out
     real = seeded_subset(real, profile.eval_real, seed)
-    synthetic = seeded_subset(synthetic, profile.eval_synthetic, seed + 1)
+    synthetic = scored_synthetic(synthetic, profile, seed)
     out[KEY_COUNTS] = {"real": len(real), "synthetic": len(synthetic)}
     log.info("scoring %d real test and %d synthetic images in feature space(s) %s",
              len(real), len(synthetic), ", ".join(extractors))

@@ -45,7 +45,7 @@ import pandas as pd
 
 from .data import DATASETS, read_image_folder, write_image_folder
 from .downstream.config import DownstreamConfig
-from .evaluation import generation_metrics
+from .evaluation import generation_metrics, scored_synthetic
 from .generators import GENERATORS, FitContext, Generator, allocate
 from .markers import certified_digest, check_marker, write_marker
 from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cache_dir
@@ -166,15 +166,21 @@ def downstream_cache_dir() -> Path:
 def run_downstream(data: datasets.Dataset, synthetic: datasets.Dataset | None, task: Task,
                    config: DownstreamConfig, *, seed: int, work_dir: Path, device: str,
                    extractor: FeatureExtractor, cache: FeatureCache | None, batch_size: int,
-                   progress: bool) -> dict[str, Any]:
-    """The downstream stage on a task's splits (see :mod:`benchmark.downstream`)."""
+                   progress: bool, profile: Profile | None = None) -> dict[str, Any]:
+    """The downstream stage on a task's splits (see :mod:`benchmark.downstream`). With the
+    run's ``profile``, the saliency diversity metric draws its generated images first from
+    those the generation metrics scored (their Inception features are cached)."""
     from .downstream.evaluate import downstream_metrics
+
+    prefer = None
+    if profile is not None and synthetic is not None and "sample_id" in synthetic.column_names:
+        prefer = column(scored_synthetic(synthetic, profile, seed), "sample_id")
 
     return downstream_metrics(
         train=split(data, "train"), val=split(data, "val"), test=split(data, "test"),
         synthetic=synthetic, task=task, config=config, seed=seed, work_dir=work_dir,
         device=device, extractor=extractor, cache=cache, feature_batch_size=batch_size,
-        progress=progress, shared_dir=downstream_cache_dir())
+        progress=progress, shared_dir=downstream_cache_dir(), sdm_prefer_ids=prefer)
 
 
 class _Timer:
@@ -278,7 +284,7 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
             data, synthetic, task, downstream_config or prof.downstream, seed=seed,
             work_dir=out_dir / "downstream",
             device=device, extractor=spaces.available.get("inception"), cache=cache,
-            batch_size=prof.feature_batch_size, progress=progress))
+            batch_size=prof.feature_batch_size, progress=progress, profile=prof))
     timer.timings["total"] = round(time.perf_counter() - t_start, 3)
     record = make_record(
         task=task.name, method=method, profile=prof.name, seed=seed, config=config,

@@ -123,6 +123,7 @@ class DiffusionSettings:
         sample_steps: sampling steps.
         guidance_scale: classifier-free guidance scale.
         sample_batch_size: images per sampling batch.
+        snr_gamma: min-SNR-gamma loss weighting (Hang et al., 2023; 0 = off, plain MSE).
         pretrained: weights to start from (a local folder or a hub id in the local cache);
             only the ``paper`` profile has one.
     """
@@ -142,6 +143,7 @@ class DiffusionSettings:
     sample_steps: int
     guidance_scale: float
     sample_batch_size: int
+    snr_gamma: float = 0.0
     pretrained: str | None = None
 
     @classmethod

@@ -1,6 +1,7 @@
 """The shared diffusion stack: tokenizer, prompts, backbone, trainer (resume), sampling,
 and the cbrs / sqrs samplers."""
 
+import dataclasses
 import shutil
 
 import datasets
@@ -224,6 +225,42 @@ def test_training_loss_is_the_ddpm_mse_and_weights_apply():
         ~batch.dropped]])
 
 
+def test_min_snr_weights_hand_computed_and_in_the_loss():
+    """Min-SNR-gamma (Hang et al., 2023) from the scheduler's alphas_cumprod by hand:
+    SNR = abar / (1 - abar); v-prediction weight min(SNR, g) / (SNR + 1), eps min(SNR, g) / SNR.
+    """
+    from diffusers import DDPMScheduler
+
+    from benchmark.diffusion.trainer import min_snr_weights
+
+    t = torch.tensor([0, 10, 300, 600, 999])
+    for pred in ("v_prediction", "epsilon"):
+        sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=pred)
+        abar = sched.alphas_cumprod.double()[t].numpy()
+        snr = abar / (1 - abar)
+        want = np.minimum(snr, 5.0) / (snr + 1 if pred == "v_prediction" else snr)
+        got = min_snr_weights(sched, t, 5.0).double().numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    # eps-prediction: the lowest-noise step (SNR >> 5) is capped to 5 / SNR
+    assert got[0] == pytest.approx(5.0 / snr[0], rel=1e-5)
+    b, data = _data()
+    trainer = DiffusionTrainer(b, data, dataclasses.replace(CFG, snr_gamma=5.0), "/nonexistent",
+                               progress=False)
+    batch = trainer._batch(np.arange(8), 0, 0, 0, "cpu", b.unet)
+    abar = b.noise_scheduler.alphas_cumprod.double()[batch.timesteps]
+    snr = abar / (1 - abar)
+    w = (torch.clamp(snr, max=5.0) / (snr + 1)).float()
+    assert torch.allclose(batch.loss_weights, w, rtol=1e-5)
+    with torch.no_grad():
+        out = b.unet(batch.noisy_latents, batch.timesteps, batch.cond).sample
+        per = ((out - batch.target) ** 2).mean(dim=(1, 2, 3))
+        loss = TrainingHooks().training_loss(batch)
+    assert torch.allclose(loss.loss, (w * per).mean(), atol=1e-6)
+    assert torch.allclose(loss.per_sample, per, atol=1e-6)  # hooks see the unweighted MSE
+    with pytest.raises(ValueError, match="snr_gamma"):
+        TrainConfig(snr_gamma=-1.0)
+
+
 # -- samplers (cbrs, sqrs) ----------------------------------------------------------------
 
 
@@ -350,3 +387,28 @@ def test_sample_shards_of_another_model_are_never_reused(tmp_path):
     assert not np.array_equal(first, second)
     fresh = sample_images(b, prompts, **{**kw, "cache_dir": None})
     assert np.array_equal(second, fresh)
+
+
+@pytest.mark.slow
+def test_recipe_benchmark_script_reports_checkpoints_and_plots(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "diffusion_recipe.py"
+    spec = importlib.util.spec_from_file_location("diffusion_recipe", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    jsonl = tmp_path / "runs.jsonl"
+    rows = mod.main(["--profile", "smoke", "--steps", "3", "--eval-every", "2", "--n-eval", "6",
+                     "--fid", "never", "--compare-plain", "2", "--set", "batch_size=4",
+                     "--tag", "t", "--jsonl", str(jsonl)])
+    assert [r["step"] for r in rows] == [2, 3]
+    for r in rows:
+        assert 0 <= r["adherence"]["finding"] <= 1 and np.isfinite(r["fd_oracle"])
+        assert r["train_images_per_s"] > 0 and r["sample_images_per_s"] > 0
+        assert r["settings"]["train"]["snr_gamma"] == 5.0  # the smoke default
+    assert rows[-1]["plain_s_per_step"] > 0 and rows[-1]["ours_s_per_step"] > 0
+    assert [json.loads(line)["step"] for line in jsonl.read_text().splitlines()] == [2, 3]
+    mod.main(["--plot", str(jsonl), "--png", str(tmp_path / "p.png")])
+    assert (tmp_path / "p.png").stat().st_size > 0

@@ -306,3 +306,23 @@ def test_paper_backbones_load_pretrained_weights_from_the_local_cache(
     model.eval()
     with torch.inference_mode():
         assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 2)
+
+
+def test_sdm_draws_the_generated_set_from_the_scored_images_first():
+    from benchmark.downstream.sdm import _draw
+
+    idx = np.arange(100, 200)
+    rng = np.random.default_rng(0)
+    many = np.zeros(100, bool)
+    many[::2] = True  # 50 preferred, 20 wanted: all 20 from the preferred rows
+    got = _draw(idx, 20, rng, many)
+    assert len(got) == 20 == len(set(got)) and set(got) <= set(idx[many])
+    few = np.zeros(100, bool)
+    few[:7] = True  # 7 preferred, 20 wanted: the 7 and 13 others, no repeats
+    got = _draw(idx, 20, np.random.default_rng(1), few)
+    assert len(got) == 20 == len(set(got)) and set(idx[few]) <= set(got)
+    assert list(got) == sorted(got)
+    # without preference (or with fewer rows than wanted) the old draw is unchanged
+    assert list(_draw(idx, 20, np.random.default_rng(2))) == sorted(
+        np.random.default_rng(2).choice(idx, size=20, replace=False))
+    assert list(_draw(idx[:5], 20, rng, few[:5])) == list(idx[:5])

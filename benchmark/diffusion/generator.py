@@ -59,7 +59,8 @@ from .trainer import DiffusionTrainer, TrainConfig, TrainingHooks
 log = logging.getLogger(__name__)
 
 _TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "lr", "lr_schedule", "warmup_steps",
-               "ema_decay", "mixed_precision", "gradient_checkpointing", "checkpoint_every")
+               "ema_decay", "mixed_precision", "gradient_checkpointing", "checkpoint_every",
+               "snr_gamma")
 _SAMPLE_KEYS = ("sampler", "sample_steps", "guidance_scale", "sample_batch_size")
 _POSITIVE = ("steps", "batch_size", "grad_accum", "checkpoint_every", "sample_steps",
              "sample_batch_size")

@@ -30,7 +30,9 @@ overrides any of:
     weights must be a function of the method's checkpointed state, so a resume repeats them.
 ``training_loss(batch: StepBatch) -> LossOutput``
     The loss of one micro-batch. The default is the DDPM loss
-    ``mean_i w_i * mean((f_theta(x_t, t, c) - target)^2)`` with ``w = sample_weights(...)``;
+    ``mean_i w_i * m_i * mean((f_theta(x_t, t, c) - target)^2)`` with
+    ``w = sample_weights(...)`` and ``m = batch.loss_weights`` (min-SNR-gamma weights of the
+    timesteps when ``TrainConfig.snr_gamma`` > 0, :func:`min_snr_weights`; else 1);
     the target is eps or v = sqrt(abar) eps - sqrt(1 - abar) x_0 as the scheduler's
     ``prediction_type`` says (the small profiles predict v, Stable Diffusion v1 eps).
     ``batch`` gives the noisy latents, timesteps, noise, target, conditioning (after dropout),
@@ -114,6 +116,8 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16" (CUDA only; "no" on a CPU)
     gradient_checkpointing: bool = False
     cond_dropout: float = 0.1  # classifier-free guidance: share of empty-prompt examples
+    # min-SNR-gamma loss weighting (Hang et al., 2023); 0 = off (every timestep weighs 1)
+    snr_gamma: float = 0.0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -131,6 +135,8 @@ class TrainConfig:
             raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not self.snr_gamma >= 0:
+            raise ValueError(f"snr_gamma must be >= 0 (0 = off), got {self.snr_gamma}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +183,8 @@ class StepBatch:
         if self._context is None:
             return cond
         return self._context(cond, self.group_ids, self.dropped)
+    # per-timestep loss weights (B,): min-SNR-gamma (:func:`min_snr_weights`), ones when off
+    loss_weights: torch.Tensor | None = None
 
     def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: torch.Tensor
                 ) -> torch.Tensor:
@@ -223,7 +231,8 @@ class TrainingHooks:
         pred = batch.predict(batch.noisy_latents, batch.timesteps, batch.cond)
         per = batch.per_sample_mse(pred)
         w = self.sample_weights(batch, per.detach())
-        loss = per.mean() if w is None else (w.to(per) * per).mean()
+        weighted = per if batch.loss_weights is None else batch.loss_weights.to(per) * per
+        loss = weighted.mean() if w is None else (w.to(per) * weighted).mean()
         return LossOutput(loss, per.detach(), {})
 
     def on_train_start(self, data: TrainData, total_steps: int) -> None:
@@ -237,6 +246,29 @@ class TrainingHooks:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al., 2023, "Efficient Diffusion Training via
+    Min-SNR Weighting Strategy", eq. 7 and its v / eps forms), one per timestep.
+
+    With SNR(t) = abar_t / (1 - abar_t) (``diffusers.training_utils.compute_snr``), the MSE
+    to the UNet's target is weighted by
+
+    * eps-prediction: ``w_t = min(SNR(t), gamma) / SNR(t)``
+    * v-prediction:   ``w_t = min(SNR(t), gamma) / (SNR(t) + 1)``
+
+    i.e. the x0-space weight min(SNR, gamma) expressed for the target the model predicts.
+    It caps the weight of low-noise timesteps, whose gradients conflict with the others and
+    slow convergence.
+    """
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps).float()
+    capped = torch.clamp(snr, max=gamma)
+    if scheduler.config.prediction_type == "v_prediction":
+        return capped / (snr + 1)
+    return torch.where(snr > 0, capped / snr.clamp(min=torch.finfo(snr.dtype).tiny), 1.0)
 
 
 def _seed_of(*parts: int) -> int:
@@ -437,6 +469,7 @@ class DiffusionTrainer:
         else:
             raise ValueError(f"unsupported prediction type {sched.config.prediction_type!r}")
         to = lambda x: x.to(device)  # noqa: E731
+        lw = min_snr_weights(sched, t, self.cfg.snr_gamma) if self.cfg.snr_gamma > 0 else None
         return StepBatch(
             step=step, micro=micro, latents=to(x0), noise=to(noise), timesteps=to(t),
             noisy_latents=to(noisy), target=to(target), cond=to(cond), dropped=to(dropped),
@@ -445,6 +478,7 @@ class DiffusionTrainer:
             num_train_timesteps=T, _unet=unet,
             control=None if d.controls is None else to(d.controls[it].float() / 255),
             _controlnet=controlnet, _context=context,
+            loss_weights=None if lw is None else to(lw),
         )
 
     # -- the loop ---------------------------------------------------------------------------

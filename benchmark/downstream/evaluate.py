@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,7 @@ def downstream_metrics(
     feature_batch_size: int = 24,
     progress: bool = True,
     shared_dir: str | Path | None = None,
+    sdm_prefer_ids: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Train and score every downstream classifier of ``config``; a JSON-ready dict::
 
@@ -154,6 +156,8 @@ def downstream_metrics(
     needed only for ``config.feature_heads``. With ``shared_dir``, the results of the
     ``real`` classifiers (which do not depend on the method) are also stored there as
     ``<key>.json`` and reused by every later run with the same inputs.
+    ``sdm_prefer_ids``: ``sample_id`` values of the synthetic images the generation metrics
+    scored; the saliency diversity metric draws its generated set from them first.
     """
     work_dir = Path(work_dir)
     size = config.image_size or task.image_size
@@ -292,5 +296,5 @@ def downstream_metrics(
                 test=test, test_arr=test_arr, val=val, val_arr=val_arr, extractor=extractor,
                 cache=cache, images_per_class=config.sdm_images_per_class, seed=seed,
                 batch_size=feature_batch_size, cpu_threads=config.cpu_threads,
-                progress=progress)
+                progress=progress, prefer_ids=sdm_prefer_ids)
     return out

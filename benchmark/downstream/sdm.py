@@ -16,12 +16,15 @@ saliency_diversity`. This module picks its inputs for a run:
   (cached with the generation metrics', so G and R cost nothing extra).
 
 G and H are seeded random subsets of at most ``DownstreamConfig.sdm_images_per_class``
-images each. A class without enough images on a side gets ``score = None`` and a reason.
+images each; in a run G is drawn first from the synthetic images the generation metrics
+scored (their features are in the feature cache), so it costs no second Inception pass.
+A class without enough images on a side gets ``score = None`` and a reason.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import datasets
@@ -30,6 +33,7 @@ import torch
 
 from ..metrics.prdc import PRDC_K
 from ..metrics.saliency import KEY_SDM, saliency_diversity
+from ..schema import column
 from ..tasks import Task
 from .classifier import ArrayData, torch_threads
 
@@ -69,8 +73,21 @@ def _features(ds: datasets.Dataset, rows: np.ndarray, task: Task, extractor: Any
     return extractor.extract(arrays, cache=cache, batch_size=batch_size, progress=progress)
 
 
-def _draw(idx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    return idx if len(idx) <= n else np.sort(rng.choice(idx, size=n, replace=False))
+def _draw(idx: np.ndarray, n: int, rng: np.random.Generator,
+          preferred: np.ndarray | None = None) -> np.ndarray:
+    """At most ``n`` of ``idx``, drawn at random without replacement. With ``preferred`` (a
+    mask over ``idx``: the images the generation metrics scored, a seeded random subset of
+    the same images, so a random draw from it is still a random subset of the class) those
+    are taken first and only the rest is drawn from the other rows: the SDM then adds no
+    Inception pass over images whose features the generation metrics already cached."""
+    if len(idx) <= n:
+        return idx
+    if preferred is None or not preferred.any():
+        return np.sort(rng.choice(idx, size=n, replace=False))
+    first, rest = idx[preferred], idx[~preferred]
+    take = first if len(first) <= n else rng.choice(first, size=n, replace=False)
+    more = rng.choice(rest, size=n - len(take), replace=False) if len(take) < n else rest[:0]
+    return np.sort(np.concatenate([take, more]))
 
 
 def saliency_diversity_by_class(
@@ -90,12 +107,14 @@ def saliency_diversity_by_class(
     batch_size: int = 24,
     cpu_threads: int | None = None,
     progress: bool = False,
+    prefer_ids: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """``{"by_class": {class: SaliencyDiversity.as_dict() | {"score": None, "reason"}},
     "mean_score": mean over the classes with a score, "settings": {...}}``.
 
     The ``*_arr`` arguments are the datasets as the classifier sees them (resized uint8,
-    same row order as the datasets)."""
+    same row order as the datasets). ``prefer_ids``: ``sample_id`` values of the synthetic
+    images the generation metrics scored (drawn into G first, see :func:`_draw`)."""
     settings = {"classifier": "downstream real-only classifier",
                 "feature_space": getattr(extractor, "name", None),
                 "reference": "real test", "heldout": "real val", "k": SDM_K,
@@ -104,9 +123,15 @@ def saliency_diversity_by_class(
         return {"by_class": {}, "mean_score": None, "settings": settings,
                 "reason": "the InceptionV3 feature extractor is unavailable"}
     rng = np.random.default_rng(seed + 3)
+    prefer = None
+    if prefer_ids and "sample_id" in synthetic.column_names:
+        wanted = set(prefer_ids)
+        prefer = np.array([i in wanted for i in column(synthetic, "sample_id")], dtype=bool)
     by_class: dict[str, Any] = {}
     for c, name in enumerate(task.classes):
-        g_idx = _draw(np.flatnonzero(synthetic_arr.labels == c), images_per_class, rng)
+        g_all = np.flatnonzero(synthetic_arr.labels == c)
+        g_idx = _draw(g_all, images_per_class, rng,
+                      None if prefer is None else prefer[g_all])
         h_idx = _draw(np.flatnonzero(val_arr.labels == c), images_per_class, rng)
         r_idx = np.flatnonzero(test_arr.labels == c)
         short = [f"{len(ix)} {side} image(s), needs {need}" for ix, side, need in (
