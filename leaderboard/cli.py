@@ -1,0 +1,66 @@
+"""Command line: ``python -m leaderboard validate SUBMISSION...``.
+
+A rejected submission prints one ``rejected:`` line naming the problem and the command exits
+with status 1; an accepted one prints ``accepted:`` with its status (``verified`` when the
+re-scored images reproduce every metric, else ``self-reported`` and why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m leaderboard",
+                                     description="fairsynth-bench leaderboard: validate and "
+                                                 "verify submissions.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("validate", help="check submissions; re-score their images",
+                       description="Check each submission folder (schema, checksums, seeds, "
+                                   "profile, metric ranges, headline metrics, config hashes) "
+                                   "and re-score its images: 'verified' when every metric "
+                                   "matches, else 'self-reported'.")
+    p.add_argument("submissions", nargs="+", metavar="SUBMISSION")
+    p.add_argument("--no-verify", action="store_true",
+                   help="check only; do not re-score the images (status self-reported)")
+    p.add_argument("--root", default=None, help="local copy of a real dataset, for re-scoring")
+    p.add_argument("--json", action="store_true", help="print one JSON object per submission")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import datasets
+
+    datasets.disable_progress_bars()
+    from .validate import SELF_REPORTED, SubmissionError, validate_submission, verify_submission
+
+    status = 0
+    for path in args.submissions:
+        try:
+            if args.no_verify:
+                validate_submission(path)
+                result = {"status": SELF_REPORTED, "reason": "not verified (--no-verify)"}
+            else:
+                result = verify_submission(path, root=args.root)
+        except SubmissionError as err:
+            status = 1
+            if args.json:
+                print(json.dumps({"submission": path, "accepted": False, "reason": str(err)}))
+            else:
+                print(f"rejected: {err}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"submission": path, "accepted": True, **result}))
+        else:
+            why = f" ({result['reason']})" if result.get("reason") else ""
+            print(f"accepted: {path}: {result['status']}{why}")
+    return status
