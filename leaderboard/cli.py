@@ -1,4 +1,4 @@
-"""Command line: ``python -m leaderboard validate SUBMISSION...``.
+"""Command line: ``python -m leaderboard {validate SUBMISSION...,build --out DIR}``.
 
 A rejected submission prints one ``rejected:`` line naming the problem and the command exits
 with status 1; an accepted one prints ``accepted:`` with its status (``verified`` when the
@@ -30,7 +30,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check only; do not re-score the images (status self-reported)")
     p.add_argument("--root", default=None, help="local copy of a real dataset, for re-scoring")
     p.add_argument("--json", action="store_true", help="print one JSON object per submission")
+
+    p = sub.add_parser("build", help="build the static site (HTML + PNG plots)",
+                       description="Validate every submission folder under --submissions and "
+                                   "render one page per task and profile, ranked by the task's "
+                                   "headline metrics, with method cards and plots.")
+    p.add_argument("--out", default="site", help="site folder (replaced; default: site)")
+    p.add_argument("--submissions", default=None,
+                   help="folder of submission folders (default: leaderboard/submissions)")
     return parser
+
+
+def build_command(args: argparse.Namespace) -> int:
+    from .site import DEFAULT_SUBMISSIONS, build_site
+
+    subs = args.submissions or DEFAULT_SUBMISSIONS
+    if not os.path.isdir(subs):
+        print(f"error: --submissions {subs} does not exist; expected a folder of submission "
+              "folders", file=sys.stderr)
+        return 2
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"error: --out {args.out} is a file; expected a folder", file=sys.stderr)
+        return 2
+    summary = build_site(args.out, submissions=subs)
+    print(f"site {args.out}: {summary['entries']} entr(ies) on {len(summary['pages'])} page(s)"
+          f", {len(summary['rejected'])} submission(s) rejected")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,8 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import datasets
 
     datasets.disable_progress_bars()
-    from .validate import SELF_REPORTED, SubmissionError, validate_submission, verify_submission
+    from .validate import (
+        SELF_REPORTED,
+        SubmissionError,
+        validate_submission,
+        verify_submission,
+        write_verification,
+    )
 
+    if args.command == "build":
+        return build_command(args)
     status = 0
     for path in args.submissions:
         try:
@@ -51,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = {"status": SELF_REPORTED, "reason": "not verified (--no-verify)"}
             else:
                 result = verify_submission(path, root=args.root)
+                write_verification(path, result)
         except SubmissionError as err:
             status = 1
             if args.json:

@@ -259,3 +259,33 @@ def verify_submission(submission: str | Path, *, root: str | Path | None = None,
                        reason=f"seed {seed}: {k} re-scores to {mine.get(k)!r}, the record says "
                               f"{theirs.get(k)!r} ({len(differs)} metric(s) differ)")
     return out
+
+
+VERIFICATION = "verification.json"
+
+
+def write_verification(submission: str | Path, result: dict[str, Any]) -> Path:
+    """Record the outcome of :func:`verify_submission` beside the submission
+    (``verification.json``, atomically), bound to the manifest's sha256: an edited manifest
+    makes it void (:func:`verification_status`)."""
+    from benchmark.results import write_json_atomic
+
+    sub = Path(submission)
+    body = {"manifest_sha256": file_sha256(sub / MANIFEST), "status": result["status"],
+            "reason": result["reason"],
+            "seeds": {str(k): v for k, v in result.get("seeds", {}).items()}}
+    return write_json_atomic(sub / VERIFICATION, body)
+
+
+def verification_status(submission: str | Path) -> tuple[str, str | None]:
+    """``(status, reason)`` of a validated submission: ``verified`` only when its
+    ``verification.json`` says so for the current manifest; otherwise self-reported."""
+    sub = Path(submission)
+    try:
+        body = json.loads((sub / VERIFICATION).read_text())
+    except (OSError, ValueError):
+        return SELF_REPORTED, "not verified (python -m leaderboard validate re-scores it)"
+    if body.get("manifest_sha256") != file_sha256(sub / MANIFEST):
+        return SELF_REPORTED, "the manifest changed after verification"
+    return (VERIFIED, None) if body.get("status") == VERIFIED else \
+        (SELF_REPORTED, body.get("reason"))

@@ -276,3 +276,31 @@ def test_a_submission_without_images_is_self_reported(local, tmp_path):
     assert not (tmp_path / "sub" / "synthetic").exists()
     result = verify(tmp_path / "sub", allow_smoke=True)
     assert result["status"] == SELF_REPORTED and "images not included" in result["reason"]
+
+
+def test_the_site_ranks_verified_entries_and_lists_rejected_ones(honest, tmp_path):
+    from leaderboard.site import build_site
+    from leaderboard.validate import write_verification
+
+    subs = tmp_path / "submissions"
+    shutil.copytree(honest, subs / "oversample-3-seeds")
+    write_verification(subs / "oversample-3-seeds", {"status": VERIFIED, "reason": None})
+    shutil.copytree(honest, subs / "tampered")
+    _drop_seed(subs / "tampered")
+    summary = build_site(tmp_path / "site", submissions=subs, allow_smoke=True)
+    assert summary["entries"] == 1 and len(summary["rejected"]) == 1
+    page = (tmp_path / "site" / summary["pages"][0]).read_text()
+    assert f'class="entry" data-method="{METHOD}" data-rank="1"' in page
+    assert '<span class="badge verified"' in page
+    for png in sorted((tmp_path / "site" / "tasks").glob("*.png")):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((tmp_path / "site" / "tasks").glob("*.png"))) == 5  # one per headline key
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "tampered: " in index and "at least 3 distinct seeds" in index
+    assert "oversample" in (tmp_path / "site" / "methods" / f"{METHOD}.html").read_text()
+    # a manifest edited after verification voids the badge
+    _edit_json(subs / "oversample-3-seeds" / "submission.json",
+               _set(("created_at",), "2000-01-01T00:00:00+00:00"))
+    build_site(tmp_path / "site", submissions=subs, allow_smoke=True)
+    assert '<span class="badge self-reported"' in (tmp_path / "site" /
+                                                    summary["pages"][0]).read_text()
