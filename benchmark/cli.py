@@ -116,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checksums only: the entry can only be self-reported")
     p.add_argument("--quiet", action="store_true", help="no info logging")
 
+    p = sub.add_parser("report", help="an HTML report of one run or several side by side",
+                       description="Write one self-contained HTML file: provenance, sample "
+                                   "grids, per-subgroup FID / FD bars, a radar of per-group "
+                                   "accuracy, a t-SNE of real and synthetic features, the "
+                                   "downstream fairness table and adherence.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")
+    p.add_argument("--out", default="report.html", help="HTML file (default: report.html)")
+    p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE (faster)")
+    p.add_argument("--quiet", action="store_true", help="no info logging")
+
     for name, what in (("tasks", "tasks"), ("methods", "generators (methods and baselines)"),
                        ("datasets", "datasets (phantoms and real loaders)"),
                        ("profiles", "run profiles")):
@@ -333,6 +343,12 @@ def check_paths(args: argparse.Namespace) -> str | None:
                 default = os.path.join(os.path.dirname(os.path.abspath(args.synthetic)),
                                        "evaluation")
                 checks.append(_folder_problem("--out (default)", default))
+    elif args.command == "report":
+        checks = [_folder_problem("RUN_DIR", d, must_exist=True) for d in args.run_dirs]
+        checks += [f"RUN_DIR {d} has no result.json; expected a finished run folder"
+                   for d in args.run_dirs
+                   if os.path.isdir(d) and not os.path.isfile(os.path.join(d, "result.json"))]
+        checks.append(_file_problem("--out", args.out))
     elif args.command == "sweep":
         checks = [_folder_problem("--out", args.out)]
         if args.parallel < 1:
@@ -439,6 +455,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sweep_command(args)
     if args.command == "submit":
         return submit_command(args)
+    if args.command == "report":
+        from .report.html import write_report
+
+        try:
+            print(write_report(args.run_dirs, args.out, tsne=not args.no_tsne))
+        except (ValueError, OSError) as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+        return 0
     import datasets
 
     datasets.disable_progress_bars()  # our own tqdm bars show the stages that take time

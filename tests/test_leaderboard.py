@@ -304,3 +304,81 @@ def test_the_site_ranks_verified_entries_and_lists_rejected_ones(honest, tmp_pat
     build_site(tmp_path / "site", submissions=subs, allow_smoke=True)
     assert '<span class="badge self-reported"' in (tmp_path / "site" /
                                                     summary["pages"][0]).read_text()
+
+
+# ---- run reports and the browser check ------------------------------------------------------
+
+def _runs(local):
+    out, _ = local
+    return [out / TASK / METHOD / f"smoke-seed{s}" for s in (0, 1)]
+
+
+def test_every_run_writes_its_report_and_runs_compare_side_by_side(local, cache, tmp_path,
+                                                                   monkeypatch):
+    from benchmark.cli import main as benchmark_main
+
+    monkeypatch.setenv("FAIRSYNTH_CACHE", cache)
+    runs = _runs(local)
+    for rdir in runs:  # written by run (at smoke without the t-SNE)
+        text = (rdir / "report.html").read_text()
+        assert 'id="provenance-table"' in text and "t-SNE not drawn" in text
+    assert benchmark_main(["report", *map(str, runs), "--out", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert html.count('<tr class="run">') == 2
+    assert html.count('class="grid"') == 2 and html.count('class="plot"') >= 5
+    assert "t-SNE of oracle features" not in html  # (the title is drawn inside the PNG)
+    rec = json.loads((runs[1] / "result.json").read_text())
+    assert rec["config_hash"][:16] in html and rec["dataset_fingerprint"][:16] in html
+    acc = rec["metrics"]["downstream"]["classifiers"]["real+synthetic/tiny-resnet"]["test"]
+    assert f"<td>{acc['accuracy']:.3f}</td>" in html
+    assert html.count("<td class=\"name\">real+synthetic</td>") == 2
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+# appended to a copy of each page: the browser itself says how many images decoded
+IMAGE_CHECK = """<script>window.addEventListener("load", () => { const imgs = [...document.images];
+const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+const d = document.createElement("div"); d.id = "image-check";
+d.textContent = ok + " of " + imgs.length; document.body.appendChild(d); });</script>"""
+
+
+def _chromium(page: Path, tmp: Path, screenshot: Path) -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium package)")
+    checked = page.with_name(f"checked-{page.name}")
+    checked.write_text(page.read_text().replace("</body>", IMAGE_CHECK + "</body>"))
+    base = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}",
+            "--virtual-time-budget=10000"]
+    dom = subprocess.run([*base, "--dump-dom", checked.as_uri()], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    subprocess.run([*base, "--window-size=1200,1600", f"--screenshot={screenshot}",
+                    page.as_uri()], capture_output=True, timeout=120, check=True)
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return dom
+
+
+def test_the_site_and_a_report_render_in_headless_chromium(honest, local, cache, tmp_path,
+                                                           monkeypatch):
+    import re
+
+    from benchmark.report.html import write_report
+    from leaderboard.site import build_site
+    from leaderboard.validate import write_verification
+
+    monkeypatch.setenv("FAIRSYNTH_CACHE", cache)
+    subs = tmp_path / "submissions"
+    shutil.copytree(honest, subs / "oversample")
+    write_verification(subs / "oversample", {"status": VERIFIED, "reason": None})
+    summary = build_site(tmp_path / "site", submissions=subs, allow_smoke=True)
+    shots = Path(os.environ.get("FAIRSYNTH_SCREENSHOTS", tmp_path))
+    dom = _chromium(tmp_path / "site" / summary["pages"][0], tmp_path,
+                    shots / "leaderboard_page.png")
+    assert len(re.findall(r'<tr class="entry" data-method="oversample" data-rank="1"', dom)) == 1
+    assert re.search(r'<div id="image-check">5 of 5</div>', dom), dom[-500:]
+    report = write_report(_runs(local)[:1], tmp_path / "report.html")
+    dom = _chromium(report, tmp_path, shots / "run_report.png")
+    n = len(re.findall(r"<img ", dom))
+    assert n >= 6 and f'<div id="image-check">{n} of {n}</div>' in dom
+    assert 'id="fairness-table"' in dom and dom.count('<tr class="run">') == 1
