@@ -23,3 +23,14 @@ def test_method_card_reads_the_generators_description_options_and_readme():
     card = method_card("fairgen")
     assert card["code"].startswith("methods.fairgen") and card["options"]
     assert card["readme"] is not None and "FairGen" in card["readme"]
+
+
+def test_citation_names_the_benchmark_version():
+    import re
+    from pathlib import Path
+
+    import benchmark
+
+    text = (Path(__file__).resolve().parent.parent / "CITATION.cff").read_text()
+    assert re.search(r"^cff-version: 1\.2\.0$", text, re.M)
+    assert re.search(rf"^version: {re.escape(benchmark.__version__)}$", text, re.M)
