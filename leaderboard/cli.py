@@ -1,4 +1,4 @@
-"""Command line: ``python -m leaderboard {validate SUBMISSION...,build --out DIR}``.
+"""Command line: ``python -m leaderboard {validate SUBMISSION...,export SUBMISSION,build}``.
 
 A rejected submission prints one ``rejected:`` line naming the problem and the command exits
 with status 1; an accepted one prints ``accepted:`` with its status (``verified`` when the
@@ -31,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="local copy of a real dataset, for re-scoring")
     p.add_argument("--json", action="store_true", help="print one JSON object per submission")
 
+    p = sub.add_parser("export", help="an entry as Hugging Face eval-results metadata",
+                       description="Print (or write) the model-index of a validated "
+                                   "submission: one result per headline metric, mean over "
+                                   "seeds, verified only after verification.")
+    p.add_argument("submission", metavar="SUBMISSION")
+    p.add_argument("--out", default=None, help="JSON file (default: print)")
+    p.add_argument("--push", default=None, metavar="REPO_ID",
+                   help="also upload it to this Hub dataset repository (needs the network)")
+
     p = sub.add_parser("build", help="build the static site (HTML + PNG plots)",
                        description="Validate every submission folder under --submissions and "
                                    "render one page per task and profile, ranked by the task's "
@@ -39,6 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--submissions", default=None,
                    help="folder of submission folders (default: leaderboard/submissions)")
     return parser
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from benchmark.results import write_json_atomic
+
+    from .export import model_index, push
+    from .validate import SubmissionError
+
+    try:
+        index = model_index(args.submission)
+        if args.out:
+            write_json_atomic(args.out, index)
+        else:
+            print(json.dumps(index, indent=2))
+        if args.push:
+            name = os.path.basename(os.path.normpath(args.submission))
+            print(push(index, args.push, path_in_repo=f"entries/{name}.json"))
+    except SubmissionError as err:
+        print(f"rejected: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def build_command(args: argparse.Namespace) -> int:
@@ -76,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "build":
         return build_command(args)
+    if args.command == "export":
+        return export_command(args)
     status = 0
     for path in args.submissions:
         try:

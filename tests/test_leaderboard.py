@@ -382,3 +382,28 @@ def test_the_site_and_a_report_render_in_headless_chromium(honest, local, cache,
     n = len(re.findall(r"<img ", dom))
     assert n >= 6 and f'<div id="image-check">{n} of {n}</div>' in dom
     assert 'id="fairness-table"' in dom and dom.count('<tr class="run">') == 1
+
+
+def test_an_entry_exports_as_hugging_face_eval_results(honest, local, tmp_path, monkeypatch):
+    from leaderboard.export import model_index, push
+    from leaderboard.validate import write_verification
+
+    sub = tmp_path / "sub"
+    shutil.copytree(honest, sub)
+    (entry,) = model_index(sub, allow_smoke=True)
+    assert entry["name"] == METHOD
+    results = {r["metrics"][0]["type"]: r for r in entry["results"]}
+    fid = results["generation.fid"]
+    assert fid["dataset"] == {"name": TASK, "type": f"fairsynth-bench/{TASK}",
+                              "config": "smoke", "split": "test"}
+    _, agg = local
+    want = agg["entries"][0]["metrics"]["generation.fid"]
+    assert fid["metrics"][0]["value"] == pytest.approx(want["mean"])
+    assert fid["metrics"][0]["args"]["ci_high"] == pytest.approx(want["ci_high"])
+    assert fid["metrics"][0]["verified"] is False  # not verified yet
+    write_verification(sub, {"status": VERIFIED, "reason": None})
+    (entry,) = model_index(sub, allow_smoke=True)
+    assert all(r["metrics"][0]["verified"] is True for r in entry["results"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"^--push: offline \(HF_HUB_OFFLINE is set\)"):
+        push([entry], "someone/fairsynth-results", path_in_repo="entries/x.json")
