@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,evaluate,tasks,methods,datasets,profiles}``.
+"""Command line: ``python -m benchmark {run,evaluate,sweep,submit,report,tasks,...}``.
 
 Choices come from the registries; an unknown name prints one line listing the valid names and
 exits with status 2. Every other bad input (an option, a path, a file, row or column of the
@@ -75,6 +75,56 @@ def build_parser() -> argparse.ArgumentParser:
                         "images, these images only) and score accuracy, AUC, CAS and fairness "
                         "on the real test split")
     _add_common(p)
+
+    p = sub.add_parser("sweep", help="run methods x tasks x seeds and aggregate over seeds",
+                       description="Run every (method, task, seed) as a resumable run (a "
+                                   "killed sweep continues) and write <out>/sweep.json: per "
+                                   "metric the mean, sd (ddof 1) and 95%% t-interval over "
+                                   "seeds.")
+    p.add_argument("--methods", nargs="+", required=True, metavar="METHOD")
+    p.add_argument("--tasks", nargs="+", default=[DEFAULT_TASK], metavar="TASK",
+                   help=f"(default: {DEFAULT_TASK})")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="SEED",
+                   help="(default: 0 1 2)")
+    p.add_argument("--profile", default=DEFAULT_PROFILE,
+                   help=f"smoke, cpu, gpu or paper (default: {DEFAULT_PROFILE})")
+    p.add_argument("--out", default="runs", help="output folder (default: runs)")
+    p.add_argument("--root", default=None,
+                   help="local copy of a real dataset (not needed for the phantoms)")
+    p.add_argument("--executor", default="local", choices=("local", "submitit-local", "slurm"),
+                   help="local: this process, one run after the other; submitit-local: one "
+                        "local process per run through submitit; slurm: one SLURM job per "
+                        "run through submitit (default: local)")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="submitit jobs in flight at once (default: 1)")
+    p.add_argument("--timeout-min", type=int, default=24 * 60,
+                   help="submitit: time limit of one run in minutes (default: 1440)")
+    p.add_argument("--slurm-partition", default=None, help="slurm: the partition")
+    p.add_argument("--json", action="store_true", help="print the aggregate as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info logging")
+
+    p = sub.add_parser("submit", help="package finished runs as a leaderboard submission",
+                       description="Write a submission folder: the result records of every "
+                                   "seed, a manifest with the sha256 of every synthetic image "
+                                   "and metadata.csv, config hashes, dataset fingerprints, "
+                                   "the benchmark version and code commit, and (unless "
+                                   "--no-images) the images, which verification re-scores.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run folders (or folders above them, e.g. a sweep's --out)")
+    p.add_argument("--out", required=True, help="submission folder (must not exist, or be empty)")
+    p.add_argument("--no-images", action="store_true",
+                   help="checksums only: the entry can only be self-reported")
+    p.add_argument("--quiet", action="store_true", help="no info logging")
+
+    p = sub.add_parser("report", help="an HTML report of one run or several side by side",
+                       description="Write one self-contained HTML file: provenance, sample "
+                                   "grids, per-subgroup FID / FD bars, a radar of per-group "
+                                   "accuracy, a t-SNE of real and synthetic features, the "
+                                   "downstream fairness table and adherence.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run folders")
+    p.add_argument("--out", default="report.html", help="HTML file (default: report.html)")
+    p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE (faster)")
+    p.add_argument("--quiet", action="store_true", help="no info logging")
 
     for name, what in (("tasks", "tasks"), ("methods", "generators (methods and baselines)"),
                        ("datasets", "datasets (phantoms and real loaders)"),
@@ -293,6 +343,21 @@ def check_paths(args: argparse.Namespace) -> str | None:
                 default = os.path.join(os.path.dirname(os.path.abspath(args.synthetic)),
                                        "evaluation")
                 checks.append(_folder_problem("--out (default)", default))
+    elif args.command == "report":
+        checks = [_folder_problem("RUN_DIR", d, must_exist=True) for d in args.run_dirs]
+        checks += [f"RUN_DIR {d} has no result.json; expected a finished run folder"
+                   for d in args.run_dirs
+                   if os.path.isdir(d) and not os.path.isfile(os.path.join(d, "result.json"))]
+        checks.append(_file_problem("--out", args.out))
+    elif args.command == "sweep":
+        checks = [_folder_problem("--out", args.out)]
+        if args.parallel < 1:
+            checks.append(f"--parallel must be >= 1, got {args.parallel}")
+    elif args.command == "submit":
+        checks = [_folder_problem("RUN_DIR", d, must_exist=True) for d in args.run_dirs]
+        checks.append(_folder_problem("--out", args.out))
+        if os.path.isdir(args.out) and os.listdir(args.out):
+            checks.append(f"--out {args.out} is not empty; expected a new submission folder")
     elif args.command == "datasets":
         # (--root is checked by the loader, whose message points at the data card)
         checks = [_file_problem("--write-split", args.write_split),
@@ -306,6 +371,58 @@ def check_paths(args: argparse.Namespace) -> str | None:
     else:
         checks = []
     return next((c for c in checks if c is not None), None)
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """``sweep``: run the jobs, write and print the aggregate; returns the exit status."""
+    import datasets
+
+    from .sweep import sweep
+
+    datasets.disable_progress_bars()
+    params = {"slurm_partition": args.slurm_partition} if args.slurm_partition else None
+    try:
+        agg = sweep(methods=args.methods, tasks=args.tasks, seeds=args.seeds,
+                    profile=args.profile, out=args.out, root=args.root,
+                    executor=args.executor, parallel=args.parallel,
+                    timeout_min=args.timeout_min, parameters=params,
+                    progress=not args.quiet)
+    except (ValueError, OSError, UnknownNameError, RuntimeError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(agg, indent=2))
+        return 0
+    from .tasks import TASKS
+
+    for e in agg["entries"]:
+        print(f"{e['method']} on {e['task']} ({e['profile']}, seeds "
+              f"{' '.join(map(str, e['seeds']))})")
+        for key in TASKS.get(e["task"]).headline_metrics:
+            m = e["metrics"].get(key)
+            if m is None or m["mean"] is None:
+                print(f"  {key:<52} n/a")
+                continue
+            sd = "n/a" if m["sd"] is None else f"{m['sd']:.4g}"
+            ci = "" if m["ci_low"] is None else \
+                f"  [{m['ci_low']:.4g}, {m['ci_high']:.4g}]"
+            print(f"  {key:<52} {m['mean']:.4g} +- {sd}{ci}")
+    print(f"aggregate  {os.path.join(args.out, 'sweep.json')}")
+    return 0
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    """``submit``: write a submission folder; returns the exit status."""
+    from .submission import make_submission
+
+    try:
+        manifest = make_submission(args.run_dirs, args.out, images=not args.no_images)
+    except (ValueError, OSError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    print(f"submission {args.out}: {manifest['method']} on {manifest['task']} "
+          f"({manifest['profile']}), {len(manifest['entries'])} seed(s)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -334,6 +451,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if args.command == "sweep":
+        return sweep_command(args)
+    if args.command == "submit":
+        return submit_command(args)
+    if args.command == "report":
+        from .report.html import write_report
+
+        try:
+            print(write_report(args.run_dirs, args.out, tsne=not args.no_tsne))
+        except (ValueError, OSError) as err:
+            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+        return 0
     import datasets
 
     datasets.disable_progress_bars()  # our own tqdm bars show the stages that take time

@@ -137,3 +137,56 @@ def headline_value(metrics: Mapping[str, Any], key: str) -> float | None:
 def headline(metrics: Mapping[str, Any], keys: Sequence[str]) -> dict[str, float | None]:
     """``{key: value}`` of every headline key."""
     return {key: headline_value(metrics, key) for key in keys}
+
+
+#: Generation sections that are settings or nested tables, not metric values.
+_NOT_METRICS = ("settings", "feature_spaces", "counts", "diversity")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """Every scalar metric of a record's ``metrics`` under a key of this module's grammar.
+
+    ``generation.<key>`` (an overall value), ``generation.<key>[<grouping>]`` (a fairness
+    summary), ``generation.<key>_by_group[<grouping>][<group>]`` (one subgroup's value);
+    for the headline backbone (the profile's first): ``downstream.<set>.<accuracy|auc>``,
+    ``downstream.<set>.<summary>[<attribute>]`` and
+    ``downstream.<set>.accuracy_by_group[<attribute>][<group>]``. A metric the record holds
+    as undefined is ``None``. What the sweep aggregates and the leaderboard compares.
+    """
+    out: dict[str, float | None] = {}
+    for key, entry in (metrics.get(GENERATION) or {}).items():
+        if key in _NOT_METRICS or not isinstance(entry, Mapping):
+            continue
+        if "value" in entry:
+            out[f"{GENERATION}.{key}"] = entry["value"]
+        elif key.endswith("_by_group"):
+            for grouping, groups in entry.items():
+                for group, r in (groups or {}).items():
+                    if isinstance(r, Mapping) and "value" in r:
+                        out[f"{GENERATION}.{key}[{grouping}][{group}]"] = r["value"]
+        else:
+            for grouping, r in entry.items():
+                if isinstance(r, Mapping) and "value" in r:
+                    out[f"{GENERATION}.{key}[{grouping}]"] = r["value"]
+    ds = metrics.get(DOWNSTREAM) or {}
+    backbones = (ds.get("config") or {}).get("backbones") or []
+    for train_set in TRAIN_SETS:
+        clf = (ds.get("classifiers") or {}).get(f"{train_set}/{backbones[0]}") \
+            if backbones else None
+        if clf is None:
+            continue
+        prefix = f"{DOWNSTREAM}.{train_set}"
+        for m in DOWNSTREAM_SCORES:
+            out[f"{prefix}.{m}"] = clf["test"].get(m)
+        for attr, fair in (clf.get("fairness") or {}).items():
+            summary = fair.get("summary") or {}
+            for m in DOWNSTREAM_SUMMARIES:
+                if m in summary and (summary[m] is None or _number(summary[m])):
+                    out[f"{prefix}.{m}[{attr}]"] = summary[m]
+            for group, r in (fair.get("by_group") or {}).items():
+                out[f"{prefix}.accuracy_by_group[{attr}][{group}]"] = r.get("accuracy")
+    return out

@@ -21,25 +21,33 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "0.1.0"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
-REQUIRED_KEYS = (
-    "schema_version",
-    "status",
-    "created_at",
-    "task",
-    "method",
-    "profile",
-    "seed",
-    "config",
-    "config_hash",
-    "dataset_fingerprint",
-    "packages",
-    "device",
-    "timings_s",
-    "counts",
-    "metrics",
-)
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The versioned JSON Schema ``benchmark/schemas/<name>.schema.json`` (``record`` or
+    ``submission``): the one definition of those documents."""
+    return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+
+
+#: The record schema's version (``schema_version`` of every record this code writes).
+SCHEMA_VERSION: str = load_schema("record")["properties"]["schema_version"]["const"]
+REQUIRED_KEYS: tuple[str, ...] = tuple(load_schema("record")["required"])
+
+
+def schema_problem(instance: Any, name: str) -> str | None:
+    """One line naming the first violation of schema ``name`` in ``instance`` (its JSON path,
+    what is wrong), or None when it conforms (validated with ``jsonschema``)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema(name))
+    err = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if err is None:
+        return None
+    where = err.json_path if err.path else "$"
+    return f"{where}: {' '.join(err.message.split())[:200]}"
+
 
 _PACKAGES = (
     "fairsynth-bench",
@@ -152,6 +160,7 @@ def make_record(**fields: Any) -> dict[str, Any]:
         "status": "complete",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "argv": sys.argv[1:],
+        "benchmark": dict(code_version()),
         **fields,
     }
     validate_record(record)
@@ -159,7 +168,11 @@ def make_record(**fields: Any) -> dict[str, Any]:
 
 
 def validate_record(record: dict[str, Any]) -> None:
-    """Raise ValueError naming what is missing or wrong in a result record."""
+    """Raise ValueError naming what is missing or wrong in a result record: a missing key, a
+    schema version other than this code's, a violation of the record schema
+    (``benchmark/schemas/record.schema.json``), a config hash that is not its config's."""
+    if not isinstance(record, dict):
+        raise ValueError(f"result record is a {type(record).__name__}; expected a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise ValueError(f"result record is missing key(s) {', '.join(missing)}")
@@ -170,5 +183,8 @@ def validate_record(record: dict[str, Any]) -> None:
         )
     if record["status"] != "complete":
         raise ValueError(f"result record status is {record['status']!r}, not 'complete'")
+    problem = schema_problem(record, "record")
+    if problem is not None:
+        raise ValueError(f"result record does not match its schema: {problem}")
     if config_hash(record["config"]) != record["config_hash"]:
         raise ValueError("result record config_hash does not match its config")

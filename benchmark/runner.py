@@ -18,6 +18,7 @@ Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
     downstream/      one JSON per finished downstream classifier (keyed by its inputs) and
                      the per-epoch checkpoint of an unfinished one
     synthetic_grid.png  two synthetic images per subgroup (row) x class (column)
+    report.html      the run's report (benchmark.report.html), written after result.json
 
 A method that declares a base (:attr:`Generator.base`) gets it fitted first as an ordinary run
 of the base method in that method's own run folder (:func:`base_stage`), or reused from there
@@ -52,6 +53,7 @@ from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cach
 from .metrics.spaces import feature_extractors
 from .profiles import PROFILES, Profile
 from .report.grid import sample_grid
+from .report.html import report_run
 from .results import (
     code_version,
     config_hash,
@@ -385,13 +387,15 @@ def run(
         sample_grid(synthetic, task_obj, rdir / "synthetic_grid.png", per_cell=2,
                     title=f"{method} samples ({task}, profile {profile}, seed {seed})")
 
-    return score_and_record(
+    record = score_and_record(
         task=task_obj, prof=prof, method=method, seed=seed, config=config, chash=chash,
         data=data, synthetic=synthetic, fingerprint=fingerprint, spaces=spaces, cache=cache,
         device=device, downstream=downstream_config.enabled, out_dir=rdir,
         downstream_config=downstream_config,
         counts={"train": len(train), "plan_total": plan.total, "plan_cells": len(plan.rows)},
         timer=timer, progress=progress, t_start=t_start, method_report=generator.report())
+    report_run(rdir, tsne=prof.name != "smoke")  # report.html (smoke: no t-SNE, for speed)
+    return record
 
 
 def evaluate_folder(

@@ -12,10 +12,13 @@ from benchmark.results import (
 
 
 def _fields(**over):
-    config = {"task": "t", "seed": 1}
+    config = {"task": {"name": "t"}, "method": {"name": "m", "config": {}},
+              "profile": {"name": "smoke"}, "seed": 1,
+              "code": {"version": "0.1.0", "git_commit": None}}
     base = dict(task="t", method="m", profile="smoke", seed=1, config=config,
-                config_hash=config_hash(config), dataset_fingerprint="abc", packages={},
-                device={}, timings_s={}, counts={}, metrics={})
+                config_hash=config_hash(config), dataset_fingerprint="ab" * 32, packages={},
+                device={"device": "cpu"}, timings_s={}, counts={},
+                metrics={"generation": {}})
     base.update(over)
     return base
 
@@ -49,3 +52,21 @@ def test_atomic_write_leaves_old_file_when_serialisation_fails(tmp_path):
         write_json_atomic(path, {"bad": float("nan")})  # NaN is not JSON
     assert json.loads(path.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_record_schema_violations_are_named_with_their_json_path():
+    rec = make_record(**_fields())
+    assert rec["benchmark"]["version"]  # the benchmark version is in every record
+    for path, value, where in ((("seed",), -1, "$.seed"),
+                               (("dataset_fingerprint",), "abc", "$.dataset_fingerprint"),
+                               (("counts", "test"), 1.5, "$.counts.test"),
+                               (("metrics",), [], "$.metrics")):
+        bad = json.loads(json.dumps(rec))
+        target = bad
+        for k in path[:-1]:
+            target = target[k]
+        target[path[-1]] = value
+        with pytest.raises(ValueError, match=rf"schema: \{where}"):
+            validate_record(bad)
+    with pytest.raises(ValueError, match="schema_version '0.1.0'; expected"):
+        validate_record({**rec, "schema_version": "0.1.0"})
