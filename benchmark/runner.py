@@ -361,7 +361,9 @@ def run(
     model_inputs = {"checkpoint": ckpt_digest}
 
     budget = round(prof.synthetic_ratio * len(train))
-    plan = generator.condition_plan(allocate(train, task_obj, budget, seed=seed), train)
+    # the plan stage: allocation, then the method's per-image conditioning (e.g. sketches)
+    plan = timer("plan", lambda: generator.condition_plan(
+        allocate(train, task_obj, budget, seed=seed), train))
     pd.DataFrame(plan.as_records()).to_csv(rdir / "plan.csv", index=False)
 
     syn_dir, syn_done = rdir / "synthetic", rdir / "synthetic.DONE"
