@@ -142,16 +142,22 @@ class Plan:
 
 
 def attach_sources(plan: Plan, train: datasets.Dataset, task: Task, *, seed: int,
-                   control: str | Callable[[dict[str, Any]], Any] | None = None) -> Plan:
+                   control: str | Callable[[dict[str, Any]], Any] | None = None,
+                   images_per_source: int = 1) -> Plan:
     """The plan with every requested image tied to a real training sample of its own cell.
 
     Cell c's images take the cell's training samples in a seeded random order, cycling, so
     every sample is used once before any is used twice (a cell of n samples asked for k
-    images uses each ``k // n`` or ``k // n + 1`` times). ``control`` gives each image a
-    control image: the name of an image column of the source row (e.g. ``"mask"``, the
-    cardiac ControlNet's "synthetic copy"), or a function of the source row (e.g. one that
-    draws a sketch). A cell with images to make but no training sample is an error.
+    images uses each ``k // n`` or ``k // n + 1`` times). With ``images_per_source`` m > 1
+    a cell asked for k images uses only the first min(n, ceil(k / m)) samples of that order,
+    cycling over them (a method that derives m images from each real case, e.g. several
+    sketches of it). ``control`` gives each image a control image: the name of an image
+    column of the source row (e.g. ``"mask"``, the cardiac ControlNet's "synthetic copy"), or
+    a function of the source row (e.g. one that draws a sketch). A cell with images to make
+    but no training sample is an error.
     """
+    if images_per_source < 1:
+        raise ValueError(f"images_per_source={images_per_source}: expected an integer >= 1")
     keys = task.cell_keys(train)
     members: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
@@ -164,7 +170,8 @@ def attach_sources(plan: Plan, train: datasets.Dataset, task: Task, *, seed: int
             raise ValueError(f"plan cell {row.attributes} / {row.finding} has no training "
                              "sample to derive its images from")
         order = np.random.default_rng([seed, c]).permutation(pool) if pool else []
-        picks.append([int(order[j % len(order)]) for j in range(row.count)])
+        use = min(len(order), -(-row.count // images_per_source)) if row.count else 0
+        picks.append([int(order[j % use]) for j in range(row.count)])
     needed = sorted({i for p in picks for i in p})
     source = train.select(needed)
     at = {i: k for k, i in enumerate(needed)}

@@ -55,19 +55,23 @@ log = logging.getLogger(__name__)
 #: triplets = 2,550 steps).
 SKETCH_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": {"triplets": 16, "sketch_strokes": 12, "sketch_iterations": 20,
-              "sketch_canvas": 24, "sketches_per_image": 2, "start_iteration": 8},
-    "cpu": {"triplets": 64, "sketch_strokes": 32, "sketch_iterations": 80,
-            "sketch_canvas": 48, "sketches_per_image": 3, "start_iteration": 30},
+              "sketch_canvas": 24, "sketches_per_image": 2, "images_per_source": 2,
+              "start_iteration": 8},
+    "cpu": {"triplets": 64, "sketch_strokes": 16, "sketch_iterations": 40,
+            "sketch_canvas": 32, "sketches_per_image": 3, "images_per_source": 6,
+            "start_iteration": 15},
     "gpu": {"triplets": 256, "sketch_strokes": 128, "sketch_iterations": 300,
-            "sketch_canvas": 128, "sketches_per_image": 3, "start_iteration": 100},
+            "sketch_canvas": 128, "sketches_per_image": 3, "images_per_source": 3,
+            "start_iteration": 100},
     "paper": {"triplets": 10, "sketch_strokes": 1000, "sketch_iterations": 500,
-              "sketch_canvas": 224, "sketches_per_image": 3, "start_iteration": 100,
+              "sketch_canvas": 224, "sketches_per_image": 3, "images_per_source": 3,
+              "start_iteration": 100,
               "lr": 1e-5, "batch_size": 1, "steps": 2550, "lr_schedule": "constant",
               "warmup_steps": 0},
 }
 
 _SKETCH_KEYS = ("triplets", "sketch_strokes", "sketch_iterations", "sketch_canvas",
-                "sketches_per_image", "start_iteration")
+                "sketches_per_image", "images_per_source", "start_iteration")
 
 
 class SketchControlNet(DiffusionGenerator):
@@ -186,11 +190,13 @@ class SketchControlNet(DiffusionGenerator):
 
     # -- conditioning -----------------------------------------------------------------------
     def condition_plan(self, plan: Plan, train: datasets.Dataset) -> Plan:
-        """Every planned image tied to a training image of its cell, and to one of that
+        """Every planned image tied to a training image of its cell (a cell asked for k
+        images sketches ceil(k / ``images_per_source``) of its images), and to one of that
         image's ``sketches_per_image`` similarity-penalised sketches (cycling)."""
         assert self.task is not None
         t0 = time.perf_counter()
-        plan = attach_sources(plan, train, self.task, seed=plan.seed)
+        plan = attach_sources(plan, train, self.task, seed=plan.seed,
+                              images_per_source=self.resolved["images_per_source"])
         ids = sorted({c.source_id for r in plan.rows for c in r.conditioning})
         if not ids:
             return plan
