@@ -82,6 +82,7 @@ def test_rerun_resumes_from_the_checkpoint_and_samples(registered, smoke_run, ca
     again = run(method="sketch-controlnet", task="phantom-cxr-finding", profile="smoke",
                 seed=0, out=rdir.parents[2], progress=False)
     assert "resuming: loading the fitted generator" in caplog.text
+    assert "sketches: reusing" in caplog.text  # not optimised again
     assert "resuming: reading synthetic images" in caplog.text  # the same sketches again
     assert again["config_hash"] == rec["config_hash"]
     assert json.dumps(again["metrics"]["generation"], sort_keys=True, default=str) == \
@@ -103,3 +104,26 @@ def test_profile_defaults_hold_the_papers_preset():
     r = SketchControlNet().resolve(PROFILES.get("paper"))
     assert (r["triplets"], r["lr"], r["batch_size"], r["steps"]) == (10, 1e-5, 1, 2550)
     assert r["start_iteration"] == 100
+
+
+def test_plan_sketches_are_cached_by_all_they_depend_on(tmp_path, monkeypatch):
+    import numpy as np
+
+    from methods.sketch_controlnet import generator as g
+    from methods.sketch_controlnet.sketch import SketchConfig
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 32), dtype=np.uint8) for _ in range(2)]
+    cfg = SketchConfig(strokes=4, iterations=2, canvas=16, n=2)
+    first = g.cached_sketches(tmp_path, images, cfg, seed=0, device="cpu")
+    real = g.extract_sketches
+    monkeypatch.setattr(g, "extract_sketches", lambda *a, **k: pytest.fail("recomputed"))
+    again = g.cached_sketches(tmp_path, images, cfg, seed=0, device="cpu")
+    assert all(np.array_equal(a.points, b.points) for x, y in zip(first, again, strict=True)
+               for a, b in zip(x, y, strict=True))
+    calls = []
+    monkeypatch.setattr(g, "extract_sketches", lambda *a, **k: calls.append(1) or real(*a, **k))
+    g.cached_sketches(tmp_path, images, cfg, seed=1, device="cpu")  # another seed
+    images[1][0, 0] ^= 1  # another pixel
+    g.cached_sketches(tmp_path, images, cfg, seed=1, device="cpu")
+    assert len(calls) == 2

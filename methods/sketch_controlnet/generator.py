@@ -22,6 +22,7 @@ Options and their per-profile defaults: :data:`SKETCH_PROFILE_DEFAULTS`; see the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -45,7 +46,14 @@ from benchmark.diffusion import (
     build_train_data,
 )
 
-from .sketch import HIGH_LEVEL, LOW_LEVEL, SketchConfig, extract_sketches, sketch_images
+from .sketch import (
+    HIGH_LEVEL,
+    LOW_LEVEL,
+    Sketch,
+    SketchConfig,
+    extract_sketches,
+    sketch_images,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +212,14 @@ class SketchControlNet(DiffusionGenerator):
         src = train.select([at[s] for s in ids])
         images = [np.asarray(im.convert("L")) for im in src["image"]]
         cfg = self.sketch_config()
-        sketches = extract_sketches(images, cfg, seed=plan.seed, device=self.device)
+        folder = self.work_dir / "sketches" / "plan" if self.work_dir is not None else None
+        sketches = cached_sketches(folder, images, cfg, seed=plan.seed, device=self.device)
         size = self.task.image_size
         flat = [s for sk in sketches for s in sk]
         flat_png = sketch_images(flat, size)
         pngs = {sid: flat_png[i * cfg.n:(i + 1) * cfg.n] for i, sid in enumerate(ids)}
-        if self.work_dir is not None:
-            self._save_sketches(self.work_dir / "sketches" / "plan",
+        if folder is not None:
+            self._save_sketches(folder,
                                 [f"{sid}-{k}" for sid in ids for k in range(cfg.n)],
                                 flat, flat_png, size)
         used: dict[str, int] = {}
@@ -327,3 +336,38 @@ class SketchControlNet(DiffusionGenerator):
         work = Path(directory).parent / "work"
         gen.work_dir = work
         return gen
+
+
+def cached_sketches(folder: Path | None, images: list[np.ndarray], config: SketchConfig, *,
+                    seed: int, device: str) -> list[list[Sketch]]:
+    """:func:`extract_sketches`, kept in ``folder/sketches.npz`` under the sha256 of all it
+    depends on (the config, the seed, every image's pixels): a resumed run reads them back
+    instead of optimising again; another key recomputes and replaces them (atomically)."""
+    h = hashlib.sha256(json.dumps({"config": config.as_dict(), "seed": seed},
+                                  sort_keys=True).encode())
+    for im in images:
+        h.update(str(im.shape).encode())
+        h.update(np.ascontiguousarray(im).tobytes())
+    key = h.hexdigest()
+    path = folder / "sketches.npz" if folder is not None else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as z:
+                if str(z["key"]) == key:
+                    log.info("sketches: reusing %d x %d from %s", len(images), config.n, path)
+                    return [[Sketch(z["points"][i, k], z["widths"][i, k], z["opacities"][i, k],
+                                    int(z["canvas"])) for k in range(config.n)]
+                            for i in range(len(images))]
+        except (OSError, ValueError, KeyError) as err:
+            log.info("sketches: %s unreadable (%s); computing them again", path, err)
+    sketches = extract_sketches(images, config, seed=seed, device=device)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".sketches.tmp.npz")
+        np.savez(tmp, key=np.array(key),
+                 points=np.stack([[s.points for s in sk] for sk in sketches]),
+                 widths=np.stack([[s.widths for s in sk] for sk in sketches]),
+                 opacities=np.stack([[s.opacities for s in sk] for sk in sketches]),
+                 canvas=np.array(config.canvas))
+        os.replace(tmp, path)
+    return sketches
