@@ -4,17 +4,21 @@ The public surface that methods and baselines depend on. Generators import from 
 """
 
 from .generators import (
+    ALLOCATIONS,
     GENERATORS,
     NO_CONDITIONING,
     Conditioning,
     FitContext,
     Generator,
+    GroupScore,
     OptionError,
     Plan,
     PlanRow,
     allocate,
+    allocate_majority_score,
     attach_sources,
     cell_counts,
+    majority_scores,
     register_generator,
 )
 from .grouping import INTERSECTION_SEP, STRATUM_SEP, UNKNOWN, Grouper, GroupLabels
@@ -36,6 +40,7 @@ from .tasks import TASKS, Task, register_task
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALLOCATIONS",
     "ATTRIBUTES",
     "COLUMNS",
     "FEATURES",
@@ -50,6 +55,7 @@ __all__ = [
     "FitContext",
     "Generator",
     "GroupLabels",
+    "GroupScore",
     "Grouper",
     "OptionError",
     "Plan",
@@ -61,10 +67,12 @@ __all__ = [
     "UnknownNameError",
     "age_to_group",
     "allocate",
+    "allocate_majority_score",
     "attach_sources",
     "cell_counts",
     "empty_dataset",
     "fill_optional",
+    "majority_scores",
     "register_generator",
     "register_task",
     "validate_dataset",

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained weights of a diffusion method (profile paper): a local "
                         "Stable Diffusion folder, or a hub id already in the local Hugging Face "
                         "cache; nothing is downloaded")
+    p.add_argument("--allocation", default=None, metavar="STRATEGY",
+                   help="allocation strategy: water-fill or majority-score (default: the "
+                        "method's, water-fill for most)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
                    help="a method option (repeatable; VALUE is read as JSON when it parses, "
                         "e.g. --set steps=200 --set prompt_style=task); unknown keys and "
@@ -467,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import datasets
 
     datasets.disable_progress_bars()  # our own tqdm bars show the stages that take time
-    from .generators import GENERATORS
+    from .generators import ALLOCATIONS, GENERATORS
     from .profiles import PROFILES
     from .runner import evaluate_folder, run
     from .tasks import TASKS
@@ -477,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         PROFILES.get(args.profile)
         if args.command == "run":
             GENERATORS.get(args.method)
+            if args.allocation is not None:
+                ALLOCATIONS.get(args.allocation)
     except UnknownNameError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -488,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             record = run(method=args.method, task=args.task, profile=args.profile,
                          seed=args.seed, out=args.out, root=args.root, progress=not args.quiet,
+                         allocation=args.allocation,
                          method_config=method_options(args, GENERATORS.get(args.method))
                          or None)
         else:

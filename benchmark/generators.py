@@ -83,6 +83,25 @@ class PlanRow:
 
 
 @dataclass(frozen=True)
+class GroupScore:
+    """The majority score of one patient group (:func:`majority_scores`): its size, its
+    share |D_K| / |D| of the training set, its heterogeneity S_K, the score M_K and whether
+    the majority-score allocation gives it synthetic images."""
+
+    group: tuple[tuple[str, str | None], ...]
+    size: int
+    share: float
+    heterogeneity: float
+    score: float
+    selected: bool = False
+
+    def as_record(self) -> dict[str, Any]:
+        return {"group": dict(self.group), "size": self.size, "share": self.share,
+                "heterogeneity": self.heterogeneity, "score": self.score,
+                "selected": self.selected}
+
+
+@dataclass(frozen=True)
 class Plan:
     """An allocation plan: which subgroup x class cells need how many images."""
 
@@ -90,6 +109,10 @@ class Plan:
     attributes: tuple[str, ...]
     rows: tuple[PlanRow, ...]
     seed: int = 0
+    #: the allocation strategy that built the plan (a name in :data:`ALLOCATIONS`)
+    allocation: str = "water-fill"
+    #: per-group scores of a strategy that ranks groups (majority score), else empty
+    group_scores: tuple[GroupScore, ...] = ()
 
     @property
     def total(self) -> int:
@@ -97,26 +120,44 @@ class Plan:
 
     def as_records(self) -> list[dict[str, Any]]:
         """One record per cell (``plan.csv``); ``conditioned`` counts the cell's images that
-        carry a source sample or a control image."""
-        return [
-            {**r.attributes, "finding": r.finding, "count": r.count, "prompt": r.prompt,
-             "conditioned": sum(c.source_id is not None or c.control is not None
-                                for c in r.conditioning)}
-            for r in self.rows
-        ]
+        carry a source sample or a control image; with group scores, ``majority_score`` and
+        ``selected`` are the cell's group's."""
+        scores = {g.group: g for g in self.group_scores}
+        out = []
+        for r in self.rows:
+            rec = {**r.attributes, "finding": r.finding, "count": r.count, "prompt": r.prompt,
+                   "conditioned": sum(c.source_id is not None or c.control is not None
+                                      for c in r.conditioning)}
+            if r.group in scores:
+                rec["majority_score"] = scores[r.group].score
+                rec["selected"] = scores[r.group].selected
+            out.append(rec)
+        return out
+
+    def allocation_record(self) -> dict[str, Any]:
+        """What the result record keeps of the allocation: the strategy and, where it ranks
+        groups, each group's score (:meth:`GroupScore.as_record`)."""
+        return {"strategy": self.allocation,
+                "groups": [g.as_record() for g in self.group_scores]}
 
 
 def attach_sources(plan: Plan, train: datasets.Dataset, task: Task, *, seed: int,
-                   control: str | Callable[[dict[str, Any]], Any] | None = None) -> Plan:
+                   control: str | Callable[[dict[str, Any]], Any] | None = None,
+                   images_per_source: int = 1) -> Plan:
     """The plan with every requested image tied to a real training sample of its own cell.
 
     Cell c's images take the cell's training samples in a seeded random order, cycling, so
     every sample is used once before any is used twice (a cell of n samples asked for k
-    images uses each ``k // n`` or ``k // n + 1`` times). ``control`` gives each image a
-    control image: the name of an image column of the source row (e.g. ``"mask"``, the
-    cardiac ControlNet's "synthetic copy"), or a function of the source row (e.g. one that
-    draws a sketch). A cell with images to make but no training sample is an error.
+    images uses each ``k // n`` or ``k // n + 1`` times). With ``images_per_source`` m > 1
+    a cell asked for k images uses only the first min(n, ceil(k / m)) samples of that order,
+    cycling over them (a method that derives m images from each real case, e.g. several
+    sketches of it). ``control`` gives each image a control image: the name of an image
+    column of the source row (e.g. ``"mask"``, the cardiac ControlNet's "synthetic copy"), or
+    a function of the source row (e.g. one that draws a sketch). A cell with images to make
+    but no training sample is an error.
     """
+    if images_per_source < 1:
+        raise ValueError(f"images_per_source={images_per_source}: expected an integer >= 1")
     keys = task.cell_keys(train)
     members: dict[tuple, list[int]] = {}
     for i, key in enumerate(keys):
@@ -129,7 +170,8 @@ def attach_sources(plan: Plan, train: datasets.Dataset, task: Task, *, seed: int
             raise ValueError(f"plan cell {row.attributes} / {row.finding} has no training "
                              "sample to derive its images from")
         order = np.random.default_rng([seed, c]).permutation(pool) if pool else []
-        picks.append([int(order[j % len(order)]) for j in range(row.count)])
+        use = min(len(order), -(-row.count // images_per_source)) if row.count else 0
+        picks.append([int(order[j % use]) for j in range(row.count)])
     needed = sorted({i for p in picks for i in p})
     source = train.select(needed)
     at = {i: k for k, i in enumerate(needed)}
@@ -188,12 +230,10 @@ def water_fill(counts: Sequence[int], budget: int) -> list[int]:
     return out
 
 
-def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0) -> Plan:
-    """The default plan: water-fill ``budget`` images into the task's observed cells.
-
-    Cells are (subgroup, class) pairs that occur in ``train``; a cell with no training image
-    cannot be learned from, so it gets nothing (the number of such empty cells is logged).
-    """
+def _observed_cells(train: datasets.Dataset, task: Task
+                    ) -> tuple[Counter, list[tuple[tuple[str | None, ...], str]]]:
+    """The training counts of the task's observed (subgroup, class) cells, in plan order; rows
+    outside the task's classes and cells without a training image are counted in the log."""
     counts = cell_counts(train, task)
     outside = sum(n for (_, cls), n in counts.items() if cls is None)
     if outside:
@@ -209,12 +249,139 @@ def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0)
             n_possible - len(cells),
             n_possible,
         )
-    shares = water_fill([counts[c] for c in cells], budget)
+    return counts, cells
+
+
+def _plan_of(task: Task, cells: Sequence[tuple[tuple[str | None, ...], str]],
+             shares: Sequence[int], seed: int, **fields: Any) -> Plan:
     rows = []
     for (group, finding), n in zip(cells, shares, strict=True):
         named = tuple(zip(task.sensitive_attributes, group, strict=True))
         rows.append(PlanRow(named, finding, n, task.prompt(dict(named), finding)))
-    return Plan(task.name, task.sensitive_attributes, tuple(rows), seed)
+    return Plan(task.name, task.sensitive_attributes, tuple(rows), seed, **fields)
+
+
+def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0) -> Plan:
+    """The default plan: water-fill ``budget`` images into the task's observed cells.
+
+    Cells are (subgroup, class) pairs that occur in ``train``; a cell with no training image
+    cannot be learned from, so it gets nothing (the number of such empty cells is logged).
+    """
+    counts, cells = _observed_cells(train, task)
+    shares = water_fill([counts[c] for c in cells], budget)
+    return _plan_of(task, cells, shares, seed)
+
+
+def _pair_mismatch_sum(values: Sequence[Any]) -> float:
+    """sum over pairs i < j of 1(values_i != values_j) = (n^2 - sum_v n_v^2) / 2."""
+    n = len(values)
+    return (n * n - sum(k * k for k in Counter(values).values())) / 2
+
+
+def _pair_abs_diff_sum(values: Sequence[float]) -> float:
+    """sum over pairs i < j of |g_i - g_j| = sum_k g_(k) (2k - n + 1), g sorted (k from 0)."""
+    g = np.sort(np.asarray(values, dtype=float))
+    k = np.arange(len(g))
+    return float(np.sum(g * (2 * k - len(g) + 1)))
+
+
+def majority_scores(train: datasets.Dataset, task: Task) -> tuple[GroupScore, ...]:
+    """The majority score of each of the task's demographic subgroups in ``train``.
+
+    Kim & Hong (2025, "Multi-Modal Medical Image Augmentation for Controlled Heterogeneity
+    and Fair Outcomes"), for a patient group K of the training set D::
+
+        M_K  = 1/2 (|D_K| / |D| + S_K)
+        S_K  = mean over pairs i < j in D_K of d_ij
+        d_ij = 1/3 [ (1/C) sum_c 1(v_c^i != v_c^j) + |g^i - g^j| / g_max + 1(s^i != s^j) ]
+
+    v is the label vector over the task's C classes (the classes of the row's ``labels``
+    and of its ``finding``), g the age (g_max the largest age in D), s the sex. A low M_K is
+    a small, homogeneous group: it is augmented first. The paper does not define K; here K
+    is the task's subgroup (its sensitive attributes' values), so the terms of an attribute
+    that defines the groups (sex on a sex-stratified task) are 0 within a group. Pair sums
+    are computed in closed form (:func:`_pair_mismatch_sum`, :func:`_pair_abs_diff_sum`).
+    A missing age or sex leaves that term's mean over the pairs where both values are known
+    (a term with no such pair is left out of the mean of the three; the number of rows with a
+    missing value is logged); a group of one sample has S_K = 0. Rows outside the task's
+    classes are not in D.
+    """
+    keys = task.cell_keys(train)
+    labels = column(train, "labels") if "labels" in train.column_names else [None] * len(keys)
+    ages, sexes = column(train, "age"), column(train, "sex")
+    index = {c: i for i, c in enumerate(task.classes)}
+    members: dict[tuple, list[int]] = {}
+    for i, (group, cls) in enumerate(keys):
+        if cls is not None:
+            members.setdefault(group, []).append(i)
+    total = sum(len(m) for m in members.values())
+    if not total:
+        raise ValueError(f"majority score: no training row of task {task.name!r} has one of "
+                         f"its classes ({', '.join(task.classes)})")
+    known_ages = [ages[i] for m in members.values() for i in m if ages[i] is not None]
+    g_max = max(known_ages, default=0.0)
+    missing = {"age": sum(ages[i] is None for m in members.values() for i in m),
+               "sex": sum(sexes[i] is None for m in members.values() for i in m)}
+    if any(missing.values()):
+        log.info("majority score: rows with a missing value (term left out for their pairs): "
+                 "%s", missing)
+    out = []
+    for group in sorted(members, key=lambda g: tuple(v or "" for v in g)):
+        rows = members[group]
+        n = len(rows)
+        terms = []
+        if n > 1:
+            vec = np.zeros((n, len(task.classes)), dtype=bool)
+            for r, i in enumerate(rows):
+                vec[r, index[keys[i][1]]] = True
+                for f in labels[i] or ():
+                    cls = task.class_of(f)
+                    if cls is not None:
+                        vec[r, index[cls]] = True
+            on = vec.sum(axis=0)
+            terms.append(float(np.sum(on * (n - on))) / len(task.classes) / (n * (n - 1) / 2))
+            g = [ages[i] for i in rows if ages[i] is not None]
+            if len(g) > 1 and g_max > 0:
+                terms.append(_pair_abs_diff_sum(g) / g_max / (len(g) * (len(g) - 1) / 2))
+            s = [sexes[i] for i in rows if sexes[i] is not None]
+            if len(s) > 1:
+                terms.append(_pair_mismatch_sum(s) / (len(s) * (len(s) - 1) / 2))
+        hetero = float(np.mean(terms)) if terms else 0.0
+        share = n / total
+        named = tuple(zip(task.sensitive_attributes, group, strict=True))
+        out.append(GroupScore(named, n, share, hetero, 0.5 * (share + hetero)))
+    return tuple(out)
+
+
+def allocate_majority_score(train: datasets.Dataset, task: Task, budget: int, *,
+                            seed: int = 0) -> Plan:
+    """A plan for the groups with a low majority score (:func:`majority_scores`).
+
+    The groups whose score M_K is at most the mean score of the task's groups are selected
+    (the lowest always is; with equal scores, every group); the budget is water-filled
+    (:func:`water_fill`) over the observed cells of the selected groups, and the other
+    groups' cells get none. The plan carries every group's score.
+    """
+    scores = majority_scores(train, task)
+    mean = float(np.mean([g.score for g in scores]))
+    scores = tuple(replace(g, selected=g.score <= mean + 1e-12) for g in scores)
+    chosen = {tuple(v for _, v in g.group) for g in scores if g.selected}
+    log.info("majority score: %d of %d groups selected (M_K <= mean %.4f)", len(chosen),
+             len(scores), mean)
+    counts, cells = _observed_cells(train, task)
+    picked = [c for c in cells if c[0] in chosen]
+    filled = dict(zip(picked, water_fill([counts[c] for c in picked], budget), strict=True))
+    return _plan_of(task, cells, [filled.get(c, 0) for c in cells], seed,
+                    allocation="majority-score", group_scores=scores)
+
+
+#: An allocation strategy: (train, task, budget, *, seed) -> Plan.
+Allocation = Callable[..., Plan]
+
+#: The allocation strategies by name (``benchmark run --allocation NAME``).
+ALLOCATIONS: Registry[Allocation] = Registry("allocation strategy")
+ALLOCATIONS.register("water-fill", allocate)
+ALLOCATIONS.register("majority-score", allocate_majority_score)
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,6 +488,9 @@ class Generator(ABC):
     option_types: ClassVar[Mapping[str, OptionType]] = {}
     #: The registered name of the method this one continues from (None: no base model).
     base: ClassVar[str | None] = None
+    #: The allocation strategy (:data:`ALLOCATIONS`) of the method's runs unless the run
+    #: names another (``benchmark run --allocation``).
+    allocation: ClassVar[str] = "water-fill"
     #: Show progress bars in fit/sample; the runner sets it (False under ``--quiet``).
     progress: bool = True
 
@@ -430,6 +600,7 @@ def _check_generator(name: str, obj: object) -> None:
                          f"{name!r}")
     for key in obj.default_config:
         obj.option_type(key)  # an option defaulting to None must declare its type
+    ALLOCATIONS.get(obj.allocation)  # its default allocation strategy exists
 
 
 GENERATORS: Registry[type[Generator]] = Registry(

@@ -11,7 +11,8 @@ Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
                      code version (its sha256 is the record's config_hash)
     checkpoint/      the fitted generator (Generator.save); checkpoint.DONE certifies the config
                      hash and the sha256 of every file in it (benchmark.markers)
-    plan.csv         the allocation plan
+    plan.csv         the allocation plan (with each group's majority score under
+                     ``--allocation majority-score``; the record's ``allocation`` keeps them)
     synthetic/       synthetic images + metadata.csv; synthetic.DONE certifies the config hash,
                      the sha256 of every image and of metadata.csv, and the checkpoint's digest
                      (a refitted model or a replaced image makes the stage run again)
@@ -47,7 +48,7 @@ import pandas as pd
 from .data import DATASETS, read_image_folder, write_image_folder
 from .downstream.config import DownstreamConfig
 from .evaluation import generation_metrics, scored_synthetic
-from .generators import GENERATORS, FitContext, Generator, allocate
+from .generators import ALLOCATIONS, GENERATORS, FitContext, Generator
 from .markers import certified_digest, check_marker, write_marker
 from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cache_dir
 from .metrics.spaces import feature_extractors
@@ -143,13 +144,17 @@ def run_dir_for(out: str | Path, task: str, method: str, profile: str, seed: int
 
 def run_config(task: Task, method: str, method_config: dict[str, Any], profile: Profile,
                seed: int, root: str | Path | None,
-               extractors: dict[str, FeatureExtractor]) -> dict[str, Any]:
+               extractors: dict[str, FeatureExtractor], *, allocation: str | None = None
+               ) -> dict[str, Any]:
     """The full config of a run: everything its numbers depend on (hashed into the record):
     ``method_config`` is the generator's resolved options (:meth:`Generator.resolve`), the
-    profile every per-profile setting, ``code`` the package version and git commit."""
+    profile every per-profile setting, ``allocation`` the allocation strategy (a run of a
+    generator; None for scoring an external folder), ``code`` the package version and git
+    commit."""
     return {
         "task": task.as_dict(),
         "method": {"name": method, "config": method_config},
+        **({"allocation": allocation} if allocation is not None else {}),
         "profile": profile.as_dict(),
         "seed": seed,
         "data_seed": DATA_SEED,
@@ -244,7 +249,8 @@ def base_stage(generator: Generator, *, task: Task, prof: Profile, seed: int, ou
     resolved = base_cls(generator.base_config()).resolve(prof)
     base = base_cls(resolved)
     base.progress = progress
-    config = run_config(task, generator.base, resolved, prof, seed, root, extractors)
+    config = run_config(task, generator.base, resolved, prof, seed, root, extractors,
+                        allocation=base_cls.allocation)
     bhash = config_hash(config)
     bdir = run_dir_for(out, task.name, generator.base, prof.name, seed)
     if (bdir / "config.json").is_file():
@@ -270,11 +276,13 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
                      cache: FeatureCache, device: str, downstream: bool,
                      out_dir: Path, counts: dict[str, int], timer: _Timer, progress: bool,
                      t_start: float, method_report: dict[str, Any] | None = None,
-                     downstream_config: DownstreamConfig | None = None) -> dict[str, Any]:
+                     downstream_config: DownstreamConfig | None = None,
+                     allocation: dict[str, Any] | None = None) -> dict[str, Any]:
     """The stages `run` and `evaluate_folder` share: generation metrics of ``synthetic``
     against the real test split, the downstream stage (when ``downstream``), and the result
     record (with the generator's ``method_report``, when it has one), written atomically to
-    ``out_dir/result.json``."""
+    ``out_dir/result.json``; ``allocation`` is the plan's strategy and per-group scores
+    (:meth:`Plan.allocation_record`), for a run of a generator."""
     test = split(data, "test")
     metrics = timer("evaluate", lambda: generation_metrics(
         test, synthetic, task, prof, extractors=spaces.available,
@@ -295,6 +303,7 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
         counts={"data": len(data), **counts, "test": len(test), "synthetic": len(synthetic)},
         metrics=all_metrics,
         **({"method_report": method_report} if method_report else {}),
+        **({"allocation": allocation} if allocation is not None else {}),
     )
     write_json_atomic(out_dir / "result.json", record)
     record["_path"] = str(out_dir / "result.json")
@@ -312,12 +321,17 @@ def run(
     method_config: dict[str, Any] | None = None,
     feature_cache: FeatureCache | None = None,
     progress: bool = True,
+    allocation: str | None = None,
 ) -> dict[str, Any]:
-    """Run one method on one task under one profile; return the result record."""
+    """Run one method on one task under one profile; return the result record.
+    ``allocation`` names the allocation strategy (:data:`benchmark.generators.ALLOCATIONS`;
+    default: the generator's :attr:`Generator.allocation`)."""
     task_obj = TASKS.get(task)
     gen_cls = GENERATORS.get(method)
     prof = PROFILES.get(profile)
     check_seed(seed)
+    allocation = allocation if allocation is not None else gen_cls.allocation
+    allocate = ALLOCATIONS.get(allocation)
     # options resolved against the profile once: config.json holds the values that run
     resolved = gen_cls(method_config).resolve(prof)
     generator = gen_cls(resolved)
@@ -339,7 +353,8 @@ def run(
     base = base_stage(generator, task=task_obj, prof=prof, seed=seed, out=Path(out), root=root,
                       extractors=spaces.available, train=train, device=device, timer=timer,
                       progress=progress)
-    config = run_config(task_obj, method, resolved, prof, seed, root, spaces.available)
+    config = run_config(task_obj, method, resolved, prof, seed, root, spaces.available,
+                        allocation=allocation)
     if base is not None:
         config["base"] = {k: base[k] for k in ("method", "config_hash", "digest")}
     overrides = generator.downstream_overrides()
@@ -361,7 +376,9 @@ def run(
     model_inputs = {"checkpoint": ckpt_digest}
 
     budget = round(prof.synthetic_ratio * len(train))
-    plan = generator.condition_plan(allocate(train, task_obj, budget, seed=seed), train)
+    # the plan stage: allocation, then the method's per-image conditioning (e.g. sketches)
+    plan = timer("plan", lambda: generator.condition_plan(
+        allocate(train, task_obj, budget, seed=seed), train))
     pd.DataFrame(plan.as_records()).to_csv(rdir / "plan.csv", index=False)
 
     syn_dir, syn_done = rdir / "synthetic", rdir / "synthetic.DONE"
@@ -393,7 +410,8 @@ def run(
         device=device, downstream=downstream_config.enabled, out_dir=rdir,
         downstream_config=downstream_config,
         counts={"train": len(train), "plan_total": plan.total, "plan_cells": len(plan.rows)},
-        timer=timer, progress=progress, t_start=t_start, method_report=generator.report())
+        timer=timer, progress=progress, t_start=t_start, method_report=generator.report(),
+        allocation=plan.allocation_record())
     report_run(rdir, tsne=prof.name != "smoke")  # report.html (smoke: no t-SNE, for speed)
     return record
 

@@ -35,10 +35,28 @@ PLAN_SEED = 7
 DIFFUSION_OPTIONS = {"steps": 3, "checkpoint_every": 3}
 
 
-def fit_context(task: Task, *, seed: int, work_dir: Path) -> FitContext:
+def fit_context(task: Task, *, seed: int, work_dir: Path,
+                base_checkpoint: Path | None = None) -> FitContext:
     """The one place this test builds a run's FitContext (smoke profile, CPU)."""
     return FitContext(task=task, profile=PROFILES.get("smoke"), seed=seed, device="cpu",
-                      work_dir=work_dir)
+                      work_dir=work_dir, base_checkpoint=base_checkpoint)
+
+
+def _options(cls) -> dict | None:
+    return DIFFUSION_OPTIONS if issubclass(cls, DiffusionGenerator) else None
+
+
+def _fitted_base(cls, train, tmp_path: Path) -> Path | None:
+    """The checkpoint of the base a generator declares (fitted like the runner does), else
+    None."""
+    if cls.base is None:
+        return None
+    base_cls = GENERATORS.get(cls.base)
+    base = base_cls(_options(base_cls))
+    base.progress = False
+    base.fit(train, fit_context(TASK, seed=0, work_dir=tmp_path / "base-work"))
+    base.save(tmp_path / "base" / "checkpoint")
+    return tmp_path / "base" / "checkpoint"
 
 
 def _cells(ds, attributes) -> Counter:
@@ -106,9 +124,11 @@ def test_every_generator_is_covered():
 def test_fit_sample_save_load(name, smoke_data, tmp_path):
     train, plan = smoke_data
     cls = GENERATORS.get(name)
-    gen = cls(DIFFUSION_OPTIONS if issubclass(cls, DiffusionGenerator) else None)
+    gen = cls(_options(cls))
     gen.progress = False
-    gen.fit(train, fit_context(TASK, seed=0, work_dir=tmp_path / "fit-work"))
+    gen.fit(train, fit_context(TASK, seed=0, work_dir=tmp_path / "fit-work",
+                               base_checkpoint=_fitted_base(cls, train, tmp_path)))
+    plan = gen.condition_plan(plan, train)  # as the runner does (default: unchanged)
     out = gen.sample(plan)
 
     validate_dataset(out, source=f"{name} samples")

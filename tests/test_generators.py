@@ -161,3 +161,18 @@ def test_attach_sources_spreads_each_cells_samples_before_repeating(tiny_dataset
     empty = Plan(TASK.name, ("sex",), (PlanRow((("sex", None),), "edema", 1, "x"),))
     with pytest.raises(ValueError, match="no training sample"):
         attach_sources(empty, tiny_dataset, TASK, seed=0)
+
+
+def test_attach_sources_with_images_per_source_uses_fewer_samples(tiny_dataset):
+    # the male / edema cell has 6 samples: 7 images at 3 per source use ceil(7/3) = 3 of
+    # them, cycling (3, 2, 2 uses); 2 images at 3 per source use 1 sample twice
+    plan = Plan(TASK.name, ("sex",), (PlanRow((("sex", "male"),), "edema", 7, "m e"),
+                                      PlanRow((("sex", "male"),), "edema", 2, "m e")))
+    out = attach_sources(plan, tiny_dataset, TASK, seed=1, images_per_source=3)
+    first, second = ([c.source_id for c in r.conditioning] for r in out.rows)
+    assert sorted(first.count(s) for s in set(first)) == [2, 2, 3]
+    assert first[:3] == first[3:6] and len(set(second)) == 1
+    plain = attach_sources(plan, tiny_dataset, TASK, seed=1)
+    assert [c.source_id for c in plain.rows[0].conditioning][:3] == first[:3]  # same order
+    with pytest.raises(ValueError, match="images_per_source=0"):
+        attach_sources(plan, tiny_dataset, TASK, seed=1, images_per_source=0)
