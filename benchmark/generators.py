@@ -193,6 +193,9 @@ def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0)
 
     Cells are (subgroup, class) pairs that occur in ``train``; a cell with no training image
     cannot be learned from, so it gets nothing (the number of such empty cells is logged).
+    The exception are the task's held-out groups (:attr:`Task.held_out_groups`, removed from
+    training on purpose): their cells (x every class) are requested as cells of 0 training
+    images, so every run generates the unseen intersections its evaluation scores apart.
     """
     counts = cell_counts(train, task)
     outside = sum(n for (_, cls), n in counts.items() if cls is None)
@@ -200,13 +203,18 @@ def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0)
         log.info("allocation: %d training rows have a finding outside the task's classes and "
                  "are not counted", outside)
     counts = Counter({c: n for c, n in counts.items() if c[1] is not None})
+    held = [(g, c) for g in task.held_out_groups for c in task.classes]
+    if held:
+        log.info("allocation: %d cells of the held-out groups %s are requested (0 training "
+                 "images)", len(held), list(task.held_out_groups))
+        counts.update({cell: 0 for cell in held})
     cells = sorted(counts, key=lambda c: (tuple(v or "" for v in c[0]), c[1]))
-    observed_groups = {g for g, _ in cells}
+    observed_groups = {g for g, _ in cells if g not in task.held_out_groups}
     n_possible = len(observed_groups) * len(task.classes)
-    if n_possible > len(cells):
+    if n_possible > len(cells) - len(held):
         log.info(
             "allocation: %d of %d subgroup x class cells have no training image and get none",
-            n_possible - len(cells),
+            n_possible - (len(cells) - len(held)),
             n_possible,
         )
     shares = water_fill([counts[c] for c in cells], budget)
