@@ -7,6 +7,10 @@ Fréchet distances (variance, equity-scaled, gap) and bootstrap intervals for al
 (:func:`benchmark.metrics.table.generation_table`). Then the mean pairwise intra-class
 diversity of the synthetic and of the real images under each image dissimilarity.
 
+A task with ``fid_subsets`` (the cardiac tasks) also gets ``<fd key>_subsets`` per space
+(``fid_subsets``): the Fréchet distance's mean and std over repeated random subsets of a
+size, beside the real-vs-real lower bound, overall and per group of each attribute.
+
 A task with held-out groups (:attr:`Task.held_out_groups`: intersections removed from the
 training split, CompDiff's zero-shot setting) gets a :data:`KEY_HELD_OUT` section: the
 Fréchet distance of every feature space (FID, ``fd_oracle``) of the held-out cells pooled,
@@ -27,8 +31,9 @@ from typing import Any
 import datasets
 import numpy as np
 
-from .grouping import INTERSECTION_SEP, label_of
+from .grouping import INTERSECTION_SEP, is_unknown, label_of
 from .metrics import FeatureCache, FeatureExtractor
+from .metrics.frechet import KEY_SUBSETS, repeated_subset_fid
 from .metrics.similarity import (
     FEATURE_DISSIMILARITY,
     cosine_similarity,
@@ -107,6 +112,30 @@ def _held_out_section(table: dict[str, Any], space: Any, task: Task) -> dict[str
                "reason": "no image of these cells was scored"}
     return {HELD_OUT: pools.get(HELD_OUT, missing), SEEN: pools.get(SEEN, missing),
             "cells": cells}
+
+
+def subset_fids(f_r: np.ndarray, f_s: np.ndarray, groups: Mapping[str, tuple[list, list]],
+                task: Task, *, seed: int) -> dict[str, Any]:
+    """The task's repeated-subset Fréchet distance (:attr:`Task.fid_subsets`;
+    :func:`~benchmark.metrics.frechet.repeated_subset_fid`) of the whole sets and of every
+    known group of each sensitive attribute (``by_group``); the drawn indices are left out
+    of the record."""
+    size, repeats = task.fid_subsets
+
+    def one(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        res = repeated_subset_fid(x, y, subset_size=size, repeats=repeats, seed=seed)
+        res.pop("subsets")
+        return res
+
+    out = one(f_r, f_s)
+    out["by_group"] = {}
+    for attr in task.sensitive_attributes:
+        lr, ls = groups[attr]
+        out["by_group"][attr] = {
+            g: one(f_r[[i for i, v in enumerate(lr) if v == g]],
+                   f_s[[i for i, v in enumerate(ls) if v == g]])
+            for g in sorted(set(lr) | set(ls), key=str) if not is_unknown(g)}
+    return out
 
 
 def table_settings(profile: Profile, seed: int) -> TableSettings:
@@ -219,9 +248,12 @@ def generation_metrics(
         table = generation_table(f_r, f_s, FEATURE_SPACES.get(name), groupings=groups,
                                  strata=strata, settings=settings, progress=progress,
                                  device=device if device.startswith("cuda") else None)
+        space = FEATURE_SPACES.get(name)
         if task.held_out_groups:
-            space = FEATURE_SPACES.get(name)
             held[space.key(FRECHET)] = _held_out_section(table, space, task)
+        if task.fid_subsets:  # the cardiac paper's protocol: mean (std) over random subsets
+            table[space.key(FRECHET) + KEY_SUBSETS] = subset_fids(f_r, f_s, groups, task,
+                                                                  seed=seed)
         out.update(table)
 
     fns, missing = dissimilarities(device)

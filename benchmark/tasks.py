@@ -48,6 +48,11 @@ class Task:
         held_out_groups: subgroups (tuples of sensitive-attribute values, in order) whose rows
             are removed from the training split (counted in the log) and kept in val/test:
             CompDiff's zero-shot intersections. Empty for most tasks.
+        fid_subsets: ``(subset_size, repeats)``: also report each feature space's Fréchet
+            distance on ``repeats`` random subsets of ``subset_size`` images (mean, std and
+            the real-vs-real lower bound; the cardiac paper's protocol,
+            :func:`~benchmark.metrics.frechet.repeated_subset_fid`), overall and per group of
+            each attribute. Empty: not reported.
         headline_metrics: the result keys the leaderboard ranks the task by
             (:mod:`benchmark.headline`); empty: :func:`~benchmark.headline.default_headline_metrics`
             (FID, ES-FID over all attributes together, the real+synthetic classifier's
@@ -66,6 +71,7 @@ class Task:
     prompt_template: str = "{finding}"
     split_salt: str = "fairsynth"
     held_out_groups: tuple[tuple[str, ...], ...] = ()
+    fid_subsets: tuple[int, ...] = ()
     headline_metrics: tuple[str, ...] = ()
     grouper: Grouper = field(init=False, repr=False, compare=False)
 
@@ -98,6 +104,12 @@ class Task:
                     raise ValueError(f"task {self.name!r}: held-out group {group}: unknown "
                                      f"{attr} {value!r}")
         object.__setattr__(self, "held_out_groups", held)
+        subsets = tuple(self.fid_subsets)
+        if subsets and (len(subsets) != 2 or not all(isinstance(v, int) for v in subsets)
+                        or subsets[0] < 2 or subsets[1] < 1):
+            raise ValueError(f"task {self.name!r}: fid_subsets must be (subset_size >= 2, "
+                             f"repeats >= 1), got {self.fid_subsets!r}")
+        object.__setattr__(self, "fid_subsets", subsets)
         if self.channels not in (1, 3):
             raise ValueError(f"task {self.name!r}: channels must be 1 or 3, got {self.channels}")
         grouper = Grouper(self.sensitive_attributes)
@@ -177,6 +189,8 @@ class Task:
         }
         if self.held_out_groups:  # only when set, so other tasks' config hashes are unchanged
             out["held_out_groups"] = [list(g) for g in self.held_out_groups]
+        if self.fid_subsets:  # (likewise)
+            out["fid_subsets"] = list(self.fid_subsets)
         if self.headline_metrics != default_headline_metrics(self.sensitive_attributes):
             out["headline_metrics"] = list(self.headline_metrics)  # (likewise)
         return out
@@ -191,6 +205,7 @@ class Task:
                 "sensitive_attributes": tuple(d["sensitive_attributes"]),
                 "finding_to_class": dict(d["finding_to_class"]),
                 "held_out_groups": tuple(tuple(g) for g in d.get("held_out_groups", ())),
+                "fid_subsets": tuple(d.get("fid_subsets", ())),
                 "headline_metrics": tuple(d.get("headline_metrics", ())),
             }
         )
@@ -299,6 +314,10 @@ register_task(
     )
 )
 
+#: The cardiac paper's FID protocol (Skorupko et al.): random 500-image subsets, repeated
+#: (R is not stated; 10 here), mean (std) beside the real-vs-real lower bound.
+CARDIAC_FID_SUBSETS = (500, 10)
+
 # The cardiac metadata task: healthy vs heart failure, subgroups by sex and WHO BMI class.
 register_task(
     Task(
@@ -311,6 +330,7 @@ register_task(
         image_size=64,
         channels=1,
         prompt_template="cardiac short-axis cine MRI, {sex}, BMI {bmi_class}, {finding}",
+        fid_subsets=CARDIAC_FID_SUBSETS,
     )
 )
 
@@ -432,6 +452,7 @@ register_task(
         image_size=128,
         channels=1,
         prompt_template="cardiac cine MRI, {bmi_class}, {finding}",
+        fid_subsets=CARDIAC_FID_SUBSETS,
     )
 )
 
@@ -445,5 +466,6 @@ register_task(
         image_size=128,
         channels=1,
         prompt_template="cardiac cine MRI, {sex}, {finding}",
+        fid_subsets=CARDIAC_FID_SUBSETS,
     )
 )
