@@ -48,6 +48,18 @@ def test_subsets_mean_std_and_lower_bound_by_hand():
     assert again["fid"] == out["fid"]  # seeded
 
 
+def test_subsets_below_the_feature_dimension_agree_with_scipy_sqrtm():
+    from benchmark.metrics import feature_stats, frechet_distance
+
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(20, 16)), rng.normal(0.3, 1.2, size=(15, 16))
+    out = repeated_subset_fid(x, y, subset_size=6, repeats=3, seed=1)  # n 6 < d 16: Gram
+    for v, s in zip(out["fid"]["values"], out["subsets"], strict=True):
+        ref = frechet_distance(*feature_stats(x[s["real"]]), *feature_stats(y[s["synthetic"]]),
+                               method="sqrtm")
+        assert v == pytest.approx(ref, rel=1e-6)
+
+
 def test_subset_size_is_capped_and_too_few_rows_is_a_reason():
     x, y = np.random.default_rng(0).normal(size=(10, 2)), np.random.default_rng(1).normal(
         size=(30, 2))

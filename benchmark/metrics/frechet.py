@@ -215,6 +215,14 @@ def _mean_std(values: list[float]) -> dict[str, Any]:
             "values": [float(x) for x in v]}
 
 
+def _subset_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`fid` of two row sets; below the feature dimension through the exact Gram route
+    (:func:`frechet_from_gram`: an (n, n) nuclear norm instead of (d, d) square roots)."""
+    if max(len(a), len(b)) >= a.shape[1]:
+        return fid(a, b)
+    return frechet_from_gram(a @ a.T, b @ b.T, a @ b.T)
+
+
 def repeated_subset_fid(real_features: Any, synthetic_features: Any, *, subset_size: int,
                         repeats: int, seed: int = 0) -> dict[str, Any]:
     """FID on repeated random subsets (Skorupko et al.'s protocol: pytorch-fid on R random
@@ -227,10 +235,12 @@ def repeated_subset_fid(real_features: Any, synthetic_features: Any, *, subset_s
 
     The lower bound is the FID that two samples of the real distribution of this size
     already have (FID is biased upwards at small n; Chong & Forsyth, CVPR 2020), so a
-    generator is judged by how close its mean comes to it. Each FID is :func:`fid` (the same
-    Fréchet distance as the whole-set number). ``n`` is ``subset_size`` capped at the real
-    rows / 2 (the disjoint pair) and at the synthetic rows; the result records the requested
-    and the used size (None values, with a ``reason``, below :data:`MIN_IMAGES`). The drawn
+    generator is judged by how close its mean comes to it. Each FID is the Fréchet distance
+    of the whole-set number (:func:`fid`; for subsets smaller than the feature dimension its
+    exact Gram form :func:`frechet_from_gram`, as the generation table uses). ``n`` is
+    ``subset_size`` capped at the real rows / 2 (the disjoint pair) and at the synthetic
+    rows; the result records the requested and the used size (None values, with a
+    ``reason``, below :data:`MIN_IMAGES`). The drawn
     row indices are returned (``subsets``) so the numbers can be recomputed.
     """
     x = np.asarray(real_features, dtype=np.float64)
@@ -257,8 +267,8 @@ def repeated_subset_fid(real_features: Any, synthetic_features: Any, *, subset_s
         is_ = np.sort(rng.choice(len(y), size=n, replace=False))
         pair = rng.permutation(len(x))[:2 * n]
         ia, ib = np.sort(pair[:n]), np.sort(pair[n:])
-        fids.append(fid(x[ir], y[is_]))
-        bounds.append(fid(x[ia], x[ib]))
+        fids.append(_subset_fid(x[ir], y[is_]))
+        bounds.append(_subset_fid(x[ia], x[ib]))
         subsets.append({"real": ir.tolist(), "synthetic": is_.tolist(),
                         "real_a": ia.tolist(), "real_b": ib.tolist()})
     out.update(fid=_mean_std(fids), real_vs_real=_mean_std(bounds), subsets=subsets)
