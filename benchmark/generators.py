@@ -329,6 +329,10 @@ class Generator(ABC):
     option_types: ClassVar[Mapping[str, OptionType]] = {}
     #: The registered name of the method this one continues from (None: no base model).
     base: ClassVar[str | None] = None
+    #: Columns every training row must have (not None) besides the schema's required ones,
+    #: e.g. ``("mask",)`` for a mask-conditioned method; the runner checks them before
+    #: fitting and stops with one line naming the column and the task.
+    required_columns: ClassVar[tuple[str, ...]] = ()
     #: Show progress bars in fit/sample; the runner sets it (False under ``--quiet``).
     progress: bool = True
 

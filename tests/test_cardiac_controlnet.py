@@ -132,3 +132,16 @@ def test_fit_on_a_frozen_base_and_sample_synthetic_copies(tmp_path):
     out2 = again.sample(again.condition_plan(allocate(train, TASK, 6, seed=0), train))
     assert [np.asarray(i).tolist() for i in out["image"]] == [
         np.asarray(i).tolist() for i in out2["image"]]
+
+
+def test_runner_stops_with_one_line_when_the_task_has_no_masks(tmp_path):
+    from benchmark.runner import check_required_columns
+
+    rows = cardiac.generate(4, image_size=16, seed=0)
+    check_required_columns(CardiacControlNet, rows, TASK)  # the cardiac phantom has masks
+    no_mask = rows.map(lambda r, i: {"mask": None if i == 1 else r["mask"]}, with_indices=True)
+    with pytest.raises(ValueError, match=r"needs the column 'mask' in every training row; 1 of "
+                                         r"4 rows"):
+        check_required_columns(CardiacControlNet, no_mask, TASK)
+    with pytest.raises(ValueError, match="have none"):
+        check_required_columns(CardiacControlNet, rows.remove_columns("mask"), TASK)

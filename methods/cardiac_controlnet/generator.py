@@ -66,6 +66,7 @@ class CardiacControlNet(DiffusionGenerator):
     description = ("cardiac ControlNet (Skorupko et al.): metadata prompt + stacked ED/ES "
                    "masks, frozen base, clipped 1/count sampler, masks of real samples reused")
     base = "sd-finetune"
+    required_columns = ("mask",)
     default_config = {
         **DiffusionGenerator.default_config,
         "min_count": None,  # 1/count weights are clipped at 1/min_count
