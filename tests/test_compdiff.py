@@ -121,8 +121,8 @@ def test_token_appended_after_the_text_and_zeroed_where_dropped():
     # loss terms of the forward are kept for the method
     hcn.train()
     draws = []
-    for _ in range(2):
-        torch.manual_seed(0)  # nn.Dropout's draws (accelerate checkpoints the global RNG)
+    for seed in range(2):
+        torch.manual_seed(seed)  # the global RNG is not used (dropout included)
         hcn.use_generator(torch.Generator().manual_seed(1))
         draws.append(hcn(h, _ids(), dropped))
     a, b = draws
@@ -188,3 +188,33 @@ def test_fit_logs_each_loss_term_and_round_trips(tmp_path):
     out2 = again.sample(plan)
     assert [np.asarray(i).tolist() for i in out["image"]] == [
         np.asarray(i).tolist() for i in out2["image"]]
+
+
+def _trainer(train, work, seed=0):
+    from benchmark.diffusion import DiffusionTrainer, build_backbone
+
+    smoke = PROFILES.get("smoke")
+    gen = CompDiff({"steps": 4, "checkpoint_every": 2, "ema_decay": 0.0})
+    gen.progress = False
+    gen.resolved = gen.resolve(smoke)
+    ctx = FitContext(task=TASK, profile=smoke, seed=seed, work_dir=work)
+    gen.backbone = build_backbone(gen.resolved["backbone"], image_channels=1, seed=seed)
+    data = gen.train_data(train, ctx)
+    gen.prepare_backbone(data, ctx)
+    return gen, DiffusionTrainer(gen.backbone, data, gen.train_config(seed), work / "diffusion",
+                                 hooks=gen, progress=False)
+
+
+def test_a_killed_fit_resumes_to_the_same_hcn_weights(tmp_path):
+    train = datasets.Dataset.from_dict(make_rows(24, size=32), features=FEATURES)
+    gen, tr = _trainer(train, tmp_path / "straight")
+    tr.train()
+    want = {k: v.clone() for k, v in gen.backbone.context.state_dict().items()}
+    gen1, tr1 = _trainer(train, tmp_path / "killed")
+    tr1.train(stop_after=2)  # as a kill after the step-2 checkpoint
+    gen2, tr2 = _trainer(train, tmp_path / "killed")  # a new process
+    res = tr2.train()
+    assert res.start_step == 2 and res.end_step == 4
+    got = gen2.backbone.context.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert not all(torch.equal(want[k], gen1.backbone.context.state_dict()[k]) for k in want)

@@ -24,6 +24,10 @@ for the method's ``training_loss``; computed on every example of the batch, as t
     cos = mean_i  1 - cos(h_i, sum_a e_a,i)          (the compositional-consistency term)
     aux = mean_a  CE(logits_a, g_a)                  (mean over attributes of the batch-mean CE)
 
+In training, every random draw (the reparameterised noise and the dropout masks) comes from
+the generator set by :meth:`HierarchicalConditioner.use_generator` (the trainer's per-step
+one), so a resumed run repeats it.
+
 Token dropout for classifier-free guidance: where ``dropped`` is set the token is zeroed (the
 code multiplies it by the keep mask); the classifiers read the token before dropout.
 """
@@ -151,7 +155,17 @@ class HierarchicalConditioner(ContextHook):
 
     def forward(self, hidden_states: torch.Tensor, group_ids: dict[str, torch.Tensor],
                 dropped: torch.Tensor) -> torch.Tensor:
-        out = self.encode(group_ids, generator=self._generator)
+        g = self._generator
+        if self.training and g is not None:
+            # dropout masks from the step's generator too (nn.Dropout draws from the global
+            # RNG, which a resumed run does not repeat): a forked RNG seeded by it
+            seed = int(torch.randint(0, 2 ** 62, (1,), generator=g))
+            dev = self.mu_head.weight.device
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                torch.manual_seed(seed)
+                out = self.encode(group_ids, generator=g)
+        else:
+            out = self.encode(group_ids, generator=g)
         if self.training:
             self.last_losses = self.losses(out, group_ids)
         keep = (~dropped.to(out["token"].device)).to(out["token"].dtype)[:, None]
