@@ -7,6 +7,16 @@ Fréchet distances (variance, equity-scaled, gap) and bootstrap intervals for al
 (:func:`benchmark.metrics.table.generation_table`). Then the mean pairwise intra-class
 diversity of the synthetic and of the real images under each image dissimilarity.
 
+A task with ``fid_subsets`` (the cardiac tasks) also gets ``<fd key>_subsets`` per space
+(``fid_subsets``): the Fréchet distance's mean and std over repeated random subsets of a
+size, beside the real-vs-real lower bound, overall and per group of each attribute.
+
+A task with held-out groups (:attr:`Task.held_out_groups`: intersections removed from the
+training split, CompDiff's zero-shot setting) gets a :data:`KEY_HELD_OUT` section: the
+Fréchet distance of every feature space (FID, ``fd_oracle``) of the held-out cells pooled,
+of the seen cells pooled, and of each held-out intersection, and on phantoms the oracle's
+adherence of the held-out and of the seen synthetic images, apart.
+
 The scored sets are seeded random subsets of at most ``profile.eval_real`` real test images
 and ``profile.eval_synthetic`` synthetic images; every number is recorded with the numbers of
 images it rests on. Features come from the on-disk cache when present.
@@ -21,14 +31,16 @@ from typing import Any
 import datasets
 import numpy as np
 
+from .grouping import INTERSECTION_SEP, is_unknown, label_of
 from .metrics import FeatureCache, FeatureExtractor
+from .metrics.frechet import KEY_SUBSETS, repeated_subset_fid
 from .metrics.similarity import (
     FEATURE_DISSIMILARITY,
     cosine_similarity,
     dissimilarities,
     mean_pairwise_diversity,
 )
-from .metrics.spaces import BASE_METRICS, FEATURE_SPACES, INCEPTION_SPACE
+from .metrics.spaces import BASE_METRICS, FEATURE_SPACES, FRECHET, INCEPTION_SPACE
 from .metrics.table import BY_GROUP, TableSettings, generation_table, summary_keys
 from .profiles import Profile
 from .tasks import Task
@@ -40,6 +52,10 @@ KEY_FEATURE_SPACES = "feature_spaces"
 KEY_SETTINGS = "settings"
 KEY_DIVERSITY = "diversity"
 KEY_COUNTS = "counts"
+#: The held-out intersections' section (tasks with :attr:`Task.held_out_groups`).
+KEY_HELD_OUT = "held_out"
+#: Its two pools: the cells removed from training, and every other cell.
+HELD_OUT, SEEN = "held_out", "seen"
 
 
 def seeded_subset(ds: datasets.Dataset, n: int, seed: int) -> datasets.Dataset:
@@ -73,6 +89,60 @@ def groupings(task: Task, real: datasets.Dataset, synthetic: datasets.Dataset
     ls = task.grouper.labels(synthetic, what="synthetic images")
     out = {g: (lr.by_grouping[g], ls.by_grouping[g]) for g in task.grouper.groupings}
     return out, (lr.strata, ls.strata)
+
+
+def held_out_labels(task: Task, ds: datasets.Dataset) -> list[str]:
+    """:data:`HELD_OUT` for every row of one of the task's held-out groups (the zero-shot
+    intersections removed from training), :data:`SEEN` for every other row."""
+    held = set(task.held_out_groups)
+    return [HELD_OUT if g in held else SEEN for g in task.grouper.values(ds)]
+
+
+def _held_out_section(table: dict[str, Any], space: Any, task: Task) -> dict[str, Any]:
+    """Move the held-out / seen pools of one space's table (scored as the extra grouping
+    :data:`KEY_HELD_OUT`) out of its per-group entries and summaries, and return them with
+    each held-out intersection's own entry: ``{held_out, seen, cells: {group: entry}}`` of
+    the space's Fréchet distance (FID for Inception, ``fd_oracle`` for the oracle)."""
+    key = space.key(FRECHET)
+    pools = table[key + BY_GROUP].get(KEY_HELD_OUT, {})
+    finest = table[key + BY_GROUP].get(task.grouper.finest, {})
+    cells = {}
+    for g in task.held_out_groups:
+        label = INTERSECTION_SEP.join(label_of(v) for v in g)
+        cells[label] = finest.get(label, {"value": None, "n_real": 0, "n_synthetic": 0,
+                                          "reason": "no image of this cell was scored"})
+    for base in BASE_METRICS:
+        table[space.key(base) + BY_GROUP].pop(KEY_HELD_OUT, None)
+    for k in summary_keys(space).values():
+        table[k].pop(KEY_HELD_OUT, None)
+    missing = {"value": None, "n_real": 0, "n_synthetic": 0,
+               "reason": "no image of these cells was scored"}
+    return {HELD_OUT: pools.get(HELD_OUT, missing), SEEN: pools.get(SEEN, missing),
+            "cells": cells}
+
+
+def subset_fids(f_r: np.ndarray, f_s: np.ndarray, groups: Mapping[str, tuple[list, list]],
+                task: Task, *, seed: int) -> dict[str, Any]:
+    """The task's repeated-subset Fréchet distance (:attr:`Task.fid_subsets`;
+    :func:`~benchmark.metrics.frechet.repeated_subset_fid`) of the whole sets and of every
+    known group of each sensitive attribute (``by_group``); the drawn indices are left out
+    of the record."""
+    size, repeats = task.fid_subsets
+
+    def one(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        res = repeated_subset_fid(x, y, subset_size=size, repeats=repeats, seed=seed)
+        res.pop("subsets")
+        return res
+
+    out = one(f_r, f_s)
+    out["by_group"] = {}
+    for attr in task.sensitive_attributes:
+        lr, ls = groups[attr]
+        out["by_group"][attr] = {
+            g: one(f_r[[i for i, v in enumerate(lr) if v == g]],
+                   f_s[[i for i, v in enumerate(ls) if v == g]])
+            for g in sorted(set(lr) | set(ls), key=str) if not is_unknown(g)}
+    return out
 
 
 def table_settings(profile: Profile, seed: int) -> TableSettings:
@@ -167,6 +237,14 @@ def generation_metrics(
     arrays_r = image_arrays(real, task.channels)
     arrays_s = image_arrays(synthetic, task.channels)
     groups, strata = groupings(task, real, synthetic)
+    held = {}
+    if task.held_out_groups:  # zero-shot intersections: scored apart from the seen cells
+        groups = {**groups, KEY_HELD_OUT: (held_out_labels(task, real),
+                                           held_out_labels(task, synthetic))}
+        out[KEY_HELD_OUT] = held = {
+            "groups": [INTERSECTION_SEP.join(label_of(v) for v in g)
+                       for g in task.held_out_groups],
+            "grouping": task.grouper.finest}
     feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, ex in extractors.items():
         f_r = ex.extract(arrays_r, cache=cache, batch_size=profile.feature_batch_size,
@@ -174,9 +252,16 @@ def generation_metrics(
         f_s = ex.extract(arrays_s, cache=cache, batch_size=profile.feature_batch_size,
                          progress=progress)
         feats[name] = (f_r, f_s)
-        out.update(generation_table(f_r, f_s, FEATURE_SPACES.get(name), groupings=groups,
-                                    strata=strata, settings=settings, progress=progress,
-                                    device=device if device.startswith("cuda") else None))
+        table = generation_table(f_r, f_s, FEATURE_SPACES.get(name), groupings=groups,
+                                 strata=strata, settings=settings, progress=progress,
+                                 device=device if device.startswith("cuda") else None)
+        space = FEATURE_SPACES.get(name)
+        if task.held_out_groups:
+            held[space.key(FRECHET)] = _held_out_section(table, space, task)
+        if task.fid_subsets:  # the cardiac paper's protocol: mean (std) over random subsets
+            table[space.key(FRECHET) + KEY_SUBSETS] = subset_fids(f_r, f_s, groups, task,
+                                                                  seed=seed)
+        out.update(table)
 
     fns, missing = dissimilarities(device)
     for why in missing.values():
@@ -196,4 +281,12 @@ def generation_metrics(
         from .oracle.adherence import KEY_ADHERENCE, dataset_adherence
 
         out[KEY_ADHERENCE] = dataset_adherence(oracle, synthetic, task)
+        if task.held_out_groups:
+            labels = held_out_labels(task, synthetic)
+            held[KEY_ADHERENCE] = {}
+            for pool in (HELD_OUT, SEEN):
+                idx = [i for i, v in enumerate(labels) if v == pool]
+                held[KEY_ADHERENCE][pool] = (
+                    dataset_adherence(oracle, synthetic.select(idx), task) if idx else
+                    {"n": 0, "reason": "no synthetic image of these cells"})
     return out

@@ -233,20 +233,28 @@ def water_fill(counts: Sequence[int], budget: int) -> list[int]:
 def _observed_cells(train: datasets.Dataset, task: Task
                     ) -> tuple[Counter, list[tuple[tuple[str | None, ...], str]]]:
     """The training counts of the task's observed (subgroup, class) cells, in plan order; rows
-    outside the task's classes and cells without a training image are counted in the log."""
+    outside the task's classes and cells without a training image are counted in the log.
+    The task's held-out groups (:attr:`Task.held_out_groups`, removed from training on purpose)
+    are the exception: their cells (x every class) are included as cells of 0 training
+    images, so every run generates the unseen intersections its evaluation scores apart."""
     counts = cell_counts(train, task)
     outside = sum(n for (_, cls), n in counts.items() if cls is None)
     if outside:
         log.info("allocation: %d training rows have a finding outside the task's classes and "
                  "are not counted", outside)
     counts = Counter({c: n for c, n in counts.items() if c[1] is not None})
+    held = [(g, c) for g in task.held_out_groups for c in task.classes]
+    if held:
+        log.info("allocation: %d cells of the held-out groups %s are requested (0 training "
+                 "images)", len(held), list(task.held_out_groups))
+        counts.update({cell: 0 for cell in held})
     cells = sorted(counts, key=lambda c: (tuple(v or "" for v in c[0]), c[1]))
-    observed_groups = {g for g, _ in cells}
+    observed_groups = {g for g, _ in cells if g not in task.held_out_groups}
     n_possible = len(observed_groups) * len(task.classes)
-    if n_possible > len(cells):
+    if n_possible > len(cells) - len(held):
         log.info(
             "allocation: %d of %d subgroup x class cells have no training image and get none",
-            n_possible - len(cells),
+            n_possible - (len(cells) - len(held)),
             n_possible,
         )
     return counts, cells
@@ -491,6 +499,10 @@ class Generator(ABC):
     #: The allocation strategy (:data:`ALLOCATIONS`) of the method's runs unless the run
     #: names another (``benchmark run --allocation``).
     allocation: ClassVar[str] = "water-fill"
+    #: Columns every training row must have (not None) besides the schema's required ones,
+    #: e.g. ``("mask",)`` for a mask-conditioned method; the runner checks them before
+    #: fitting and stops with one line naming the column and the task.
+    required_columns: ClassVar[tuple[str, ...]] = ()
     #: Show progress bars in fit/sample; the runner sets it (False under ``--quiet``).
     progress: bool = True
 

@@ -310,6 +310,23 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
     return record
 
 
+def check_required_columns(gen_cls: type[Generator], train: datasets.Dataset, task: Task
+                           ) -> None:
+    """Stop before fitting when the training rows lack a column the generator needs
+    (:attr:`Generator.required_columns`): one ValueError line naming the column and task."""
+    for col in gen_cls.required_columns:
+        if col not in train.column_names:
+            raise ValueError(f"method {gen_cls.name!r} needs the column {col!r}; the training "
+                             f"rows of task {task.name!r} have none")
+        values = train.cast_column(col, datasets.Image(decode=False))[col] if isinstance(
+            train.features[col], datasets.Image) else train[col]
+        missing = sum(v is None for v in values)
+        if missing:
+            raise ValueError(f"method {gen_cls.name!r} needs the column {col!r} in every "
+                             f"training row; {missing} of {len(train)} rows of task "
+                             f"{task.name!r} have none")
+
+
 def run(
     *,
     method: str,
@@ -348,6 +365,7 @@ def run(
     log.info("data: %d images (train %d, test %d)", len(data), len(train),
              len(split(data, "test")))
     fingerprint = timer("fingerprint", lambda: dataset_fingerprint(data))
+    check_required_columns(gen_cls, train, task_obj)
 
     # a base model first (fitted, or reused by its config hash); the run's config names it
     base = base_stage(generator, task=task_obj, prof=prof, seed=seed, out=Path(out), root=root,

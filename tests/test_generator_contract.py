@@ -46,7 +46,7 @@ def _options(cls) -> dict | None:
     return DIFFUSION_OPTIONS if issubclass(cls, DiffusionGenerator) else None
 
 
-def _fitted_base(cls, train, tmp_path: Path) -> Path | None:
+def _fitted_base(cls, train, task: Task, tmp_path: Path) -> Path | None:
     """The checkpoint of the base a generator declares (fitted like the runner does), else
     None."""
     if cls.base is None:
@@ -54,7 +54,7 @@ def _fitted_base(cls, train, tmp_path: Path) -> Path | None:
     base_cls = GENERATORS.get(cls.base)
     base = base_cls(_options(base_cls))
     base.progress = False
-    base.fit(train, fit_context(TASK, seed=0, work_dir=tmp_path / "base-work"))
+    base.fit(train, fit_context(task, seed=0, work_dir=tmp_path / "base-work"))
     base.save(tmp_path / "base" / "checkpoint")
     return tmp_path / "base" / "checkpoint"
 
@@ -93,19 +93,28 @@ PLAN_DEVIATIONS = {"real-only": _real_only, "drop-subgroup": _drop_subgroup}
 
 
 
+#: The task of the generators that need a training column the default task lacks
+#: (:attr:`Generator.required_columns`).
+TASK_WITH = {"mask": TASKS.get("phantom-cardiac-hf")}
+
+
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory):
     """The task's smoke-size training split (rows of the task's classes only) and a plan."""
+    return _smoke_data(TASK, tmp_path_factory)
+
+
+def _smoke_data(task, tmp_path_factory):
     with pytest.MonkeyPatch.context() as m:
         m.setenv("FAIRSYNTH_CACHE", isolated_cache_dir(tmp_path_factory))
-        spec = DATASETS.get(TASK.dataset)
-        ds = spec.loader(root=None, image_size=TASK.image_size,
+        spec = DATASETS.get(task.dataset)
+        ds = spec.loader(root=None, image_size=task.image_size,
                          n_images=PROFILES.get("smoke").phantom_images, seed=0,
-                         split_salt=TASK.split_salt)
+                         split_salt=task.split_salt)
     keep = [i for i, (f, s) in enumerate(zip(ds["finding"], ds["split"], strict=True))
-            if s == "train" and TASK.class_of(f) is not None]
+            if s == "train" and task.class_of(f) is not None]
     train = ds.select(keep)
-    plan = allocate(train, TASK, BUDGET, seed=PLAN_SEED)
+    plan = allocate(train, task, BUDGET, seed=PLAN_SEED)
     assert plan.total == BUDGET and sum(1 for r in plan.rows if r.count) >= 2
     return train, plan
 
@@ -121,13 +130,17 @@ def test_every_generator_is_covered():
 
 
 @pytest.mark.parametrize("name", GENERATORS.names())
-def test_fit_sample_save_load(name, smoke_data, tmp_path):
+def test_fit_sample_save_load(name, smoke_data, tmp_path, tmp_path_factory):
     train, plan = smoke_data
     cls = GENERATORS.get(name)
+    task = TASK
+    for col in cls.required_columns:
+        task = TASK_WITH[col]
+        train, plan = _smoke_data(task, tmp_path_factory)
     gen = cls(_options(cls))
     gen.progress = False
-    gen.fit(train, fit_context(TASK, seed=0, work_dir=tmp_path / "fit-work",
-                               base_checkpoint=_fitted_base(cls, train, tmp_path)))
+    gen.fit(train, fit_context(task, seed=0, work_dir=tmp_path / "fit-work",
+                               base_checkpoint=_fitted_base(cls, train, task, tmp_path)))
     plan = gen.condition_plan(plan, train)  # as the runner does (default: unchanged)
     out = gen.sample(plan)
 
@@ -137,8 +150,8 @@ def test_fit_sample_save_load(name, smoke_data, tmp_path):
     PLAN_DEVIATIONS.get(name, _follows_plan)(gen, plan, out)
     if len(out):
         img = out[0]["image"]
-        assert img.size == (TASK.image_size, TASK.image_size)
-        assert img.mode == ("L" if TASK.channels == 1 else "RGB")
+        assert img.size == (task.image_size, task.image_size)
+        assert img.mode == ("L" if task.channels == 1 else "RGB")
 
     # a saved and reloaded generator samples the same images for the same plan seed; the
     # checkpoint folder has no sibling work folder, so nothing is read from the fit's caches
@@ -146,6 +159,6 @@ def test_fit_sample_save_load(name, smoke_data, tmp_path):
     again = cls.load(tmp_path / "saved" / "checkpoint")
     again.progress = False
     assert type(again) is cls and again.config == gen.config
-    out2 = again.sample(plan)
+    out2 = again.sample(again.condition_plan(plan, train))
     assert out2["sample_id"] == out["sample_id"] and out2["finding"] == out["finding"]
     assert np.array_equal(_pixels(out2), _pixels(out))

@@ -147,13 +147,16 @@ def encode_images(backbone: Backbone, images: Sequence[Image.Image], *, batch_si
 def build_train_data(backbone: Backbone, train: datasets.Dataset, task: Task, *,
                      prompt_style: str = "fairgen", device: str | torch.device = "cpu",
                      progress: bool = True, control_column: str | None = None,
-                     control_channels: int | None = None) -> TrainData:
+                     control_channels: int | None = None,
+                     prompts: Sequence[str] | None = None) -> TrainData:
     """Encode ``train`` for :class:`benchmark.diffusion.DiffusionTrainer`.
 
     ``control_column`` names an image column of per-example control images (e.g. ``mask``)
     for a ControlNet (:func:`control_to_tensor`; ``control_channels`` defaults to the
     backbone's ControlNet's). Rows whose finding is outside the task, or without a control
-    image, are an error (the runner filters them first)."""
+    image, are an error (the runner filters them first). ``prompts`` gives every row's prompt
+    explicitly (a method's own template, e.g. the cardiac metadata text); default: the
+    ``prompt_style`` prompt of the row's cell."""
     keys = task.cell_keys(train)
     outside = sum(cls is None for _, cls in keys)
     if outside:
@@ -162,8 +165,14 @@ def build_train_data(backbone: Backbone, train: datasets.Dataset, task: Task, *,
     if len(keys) == 0:
         raise ValueError("the training set is empty")
     attrs = task.sensitive_attributes
-    row_prompts = [build_prompt(task, dict(zip(attrs, g, strict=True)), c, style=prompt_style)
-                   for g, c in keys]
+    if prompts is not None:
+        if len(prompts) != len(keys) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts: expected one string per training row ({len(keys)}), "
+                             f"got {len(prompts)}")
+        row_prompts = list(prompts)
+    else:
+        row_prompts = [build_prompt(task, dict(zip(attrs, g, strict=True)), c,
+                                    style=prompt_style) for g, c in keys]
     prompts = sorted(set(row_prompts))
     index = {p: i for i, p in enumerate(prompts)}
     group_names: dict[str, list[str]] = {}

@@ -51,7 +51,7 @@ from ..schema import COLUMNS, FEATURES
 from ..settings import DiffusionSettings
 from ..tasks import Task
 from .backbone import Backbone, backbone_spec, build_backbone
-from .data import build_train_data, tensor_to_image
+from .data import TrainData, build_train_data, tensor_to_image
 from .prompts import PROMPT_STYLES, build_prompt
 from .sampling import SAMPLERS, sample_images
 from .trainer import DiffusionTrainer, TrainConfig, TrainingHooks
@@ -171,12 +171,9 @@ class DiffusionGenerator(Generator, TrainingHooks):
             import tempfile
 
             work = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
-        self.backbone = build_backbone(self.resolved["backbone"],
-                                       image_channels=ctx.task.channels,
-                                       pretrained=self.resolved["pretrained"], seed=ctx.seed)
-        data = build_train_data(self.backbone, train, ctx.task,
-                                prompt_style=self.resolved["prompt_style"], device=ctx.device,
-                                progress=self.progress)
+        self.backbone = self.make_backbone(ctx)
+        data = self.train_data(train, ctx)
+        self.prepare_backbone(data, ctx)
         trainer = DiffusionTrainer(self.backbone, data, self.train_config(ctx.seed),
                                    work / "diffusion", hooks=self, progress=self.progress)
         result = trainer.train()
@@ -189,6 +186,30 @@ class DiffusionGenerator(Generator, TrainingHooks):
         log.info("%s: trained %d steps in %.1f s (final loss %.4f)", self.name,
                  result.end_step - result.start_step, result.seconds,
                  result.losses[-1]["loss"] if result.losses else float("nan"))
+
+    # -- steps of fit and sample a method may override ----------------------------------------
+    def make_backbone(self, ctx: FitContext) -> Backbone:
+        """The backbone to train (default: the resolved spec, built fresh and seeded; a
+        method on a base model loads the base's instead)."""
+        return build_backbone(self.resolved["backbone"], image_channels=ctx.task.channels,
+                              pretrained=self.resolved["pretrained"], seed=ctx.seed)
+
+    def train_data(self, train: datasets.Dataset, ctx: FitContext) -> TrainData:
+        """The encoded training set (default: prompts of the ``prompt_style``; a method with
+        its own prompts or control images passes ``prompts=`` / ``control_column=``)."""
+        assert self.backbone is not None
+        return build_train_data(self.backbone, train, ctx.task,
+                                prompt_style=self.resolved["prompt_style"], device=ctx.device,
+                                progress=self.progress)
+
+    def prepare_backbone(self, data: TrainData, ctx: FitContext) -> None:
+        """Called after the training set is encoded, before training: where a method attaches
+        a ControlNet or sets a context hook (which may need ``data.group_names``)."""
+
+    def sampling_inputs(self, plan: Plan) -> dict[str, Any]:
+        """Extra arguments of :func:`sample_images` for the plan's images, in plan order
+        (``controls=``, ``group_ids=``); default none."""
+        return {}
 
     def prompts_for(self, plan: Plan) -> list[str]:
         """One prompt per image of the plan, in plan order."""
@@ -210,7 +231,8 @@ class DiffusionGenerator(Generator, TrainingHooks):
         pixels = sample_images(self.backbone, prompts, seed=plan.seed, steps=r["sample_steps"],
                                guidance_scale=r["guidance_scale"], sampler=r["sampler"],
                                batch_size=r["sample_batch_size"], device=self.device,
-                               cache_dir=self.sample_cache, progress=self.progress)
+                               cache_dir=self.sample_cache, progress=self.progress,
+                               **self.sampling_inputs(plan))
         rows: dict[str, list] = {c: [] for c in COLUMNS}
         i = 0
         for row in plan.rows:

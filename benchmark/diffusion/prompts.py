@@ -25,7 +25,7 @@ Unknown attribute values read ``"unknown"``; underscores become spaces.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from ..grouping import label_of
 from ..tasks import Task
@@ -59,11 +59,14 @@ def modality_of(task: Task) -> str:
 
 
 def build_prompt(task: Task, attributes: Mapping[str, object], finding: str, *,
-                 style: str = "fairgen") -> str:
+                 style: str = "fairgen", omit: Sequence[str] = ()) -> str:
     """The prompt of a sample (or plan cell) with these sensitive-attribute values and class.
 
     ``attributes`` must hold every sensitive attribute of ``task`` (extra keys are ignored, so
     a whole sample row can be passed); ``finding`` must be one of the task's classes.
+    ``omit``: sensitive attributes whose words are left out of the prompt (a method that
+    conditions on them another way, e.g. CompDiff's demographic token); not with style
+    ``task`` (its template names every attribute).
     """
     if style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
@@ -74,7 +77,13 @@ def build_prompt(task: Task, attributes: Mapping[str, object], finding: str, *,
     if finding not in task.classes:
         raise ValueError(f"prompt for task {task.name!r}: {finding!r} is not a class; "
                          f"expected one of {', '.join(task.classes)}")
-    group = {a: attributes[a] for a in task.sensitive_attributes}
+    unknown = [a for a in omit if a not in task.sensitive_attributes]
+    if unknown:
+        raise ValueError(f"prompt for task {task.name!r}: cannot omit {', '.join(unknown)}: not "
+                         f"a sensitive attribute ({', '.join(task.sensitive_attributes)})")
+    if omit and style == "task":
+        raise ValueError("prompt style 'task' names every attribute; it cannot omit any")
+    group = {a: attributes[a] for a in task.sensitive_attributes if a not in omit}
     if style == "task":
         return task.prompt(group, finding)  # type: ignore[arg-type]
     values = [_text(v) for v in group.values()]

@@ -21,6 +21,7 @@ from .frechet import (
     KEY_FID,
     KEY_FID_BY_GROUP,
     KEY_FID_VARIANCE,
+    KEY_SUBSETS,
     GroupFID,
     feature_stats,
     fid,
@@ -28,6 +29,7 @@ from .frechet import (
     fid_variance,
     frechet_distance,
     frechet_from_gram,
+    repeated_subset_fid,
     weighted_stats,
 )
 from .kid import KIDResult, kid, mmd2_unbiased, polynomial_kernel
@@ -81,6 +83,7 @@ __all__ = [
     "KEY_FID",
     "KEY_FID_BY_GROUP",
     "KEY_FID_VARIANCE",
+    "KEY_SUBSETS",
     "FeatureCache",
     "FeatureExtractor",
     "GroupFID",
@@ -95,6 +98,7 @@ __all__ = [
     "fid_variance",
     "frechet_distance",
     "inception_fid_input",
+    "repeated_subset_fid",
     "tf1_bilinear_resize",
     "to_uint8_array",
 ]

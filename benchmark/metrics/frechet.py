@@ -204,6 +204,77 @@ def fid(real_features: Any, synthetic_features: Any) -> float:
     return frechet_distance(*feature_stats(real_features), *feature_stats(synthetic_features))
 
 
+#: Result key suffix of the repeated-subset Fréchet distance (``fid_subsets``, ...).
+KEY_SUBSETS = "_subsets"
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()) if len(v) else None,
+            "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "values": [float(x) for x in v]}
+
+
+def _subset_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`fid` of two row sets; below the feature dimension through the exact Gram route
+    (:func:`frechet_from_gram`: an (n, n) nuclear norm instead of (d, d) square roots)."""
+    if max(len(a), len(b)) >= a.shape[1]:
+        return fid(a, b)
+    return frechet_from_gram(a @ a.T, b @ b.T, a @ b.T)
+
+
+def repeated_subset_fid(real_features: Any, synthetic_features: Any, *, subset_size: int,
+                        repeats: int, seed: int = 0) -> dict[str, Any]:
+    """FID on repeated random subsets (Skorupko et al.'s protocol: pytorch-fid on R random
+    500-image subsets, reported as mean (std)), with the real-vs-real lower bound:
+
+        FID_r  = FID(R_r, S_r),   R_r, S_r: n real / n synthetic rows drawn without
+                 replacement (draw r of ``np.random.default_rng(seed)``)
+        LB_r   = FID(A_r, B_r),   A_r, B_r: two disjoint n-row subsets of the real rows
+        report mean_r and the sample standard deviation (ddof 1) of each
+
+    The lower bound is the FID that two samples of the real distribution of this size
+    already have (FID is biased upwards at small n; Chong & Forsyth, CVPR 2020), so a
+    generator is judged by how close its mean comes to it. Each FID is the Fréchet distance
+    of the whole-set number (:func:`fid`; for subsets smaller than the feature dimension its
+    exact Gram form :func:`frechet_from_gram`, as the generation table uses). ``n`` is
+    ``subset_size`` capped at the real rows / 2 (the disjoint pair) and at the synthetic
+    rows; the result records the requested and the used size (None values, with a
+    ``reason``, below :data:`MIN_IMAGES`). The drawn
+    row indices are returned (``subsets``) so the numbers can be recomputed.
+    """
+    x = np.asarray(real_features, dtype=np.float64)
+    y = np.asarray(synthetic_features, dtype=np.float64)
+    if subset_size < MIN_IMAGES or repeats < 1:
+        raise ValueError(f"repeated-subset FID: subset_size must be >= {MIN_IMAGES} and repeats "
+                         f">= 1, got {subset_size} and {repeats}")
+    n = min(subset_size, len(x) // 2, len(y))
+    out: dict[str, Any] = {"requested_subset_size": int(subset_size), "subset_size": int(n),
+                           "repeats": int(repeats), "seed": int(seed),
+                           "n_real": int(len(x)), "n_synthetic": int(len(y)), "reason": None}
+    if n < MIN_IMAGES:
+        out.update(fid=_mean_std([]), real_vs_real=_mean_std([]), subsets=[],
+                   reason=f"{len(x)} real and {len(y)} synthetic rows: a subset of at least "
+                          f"{MIN_IMAGES} (and two disjoint real ones) is needed")
+        return out
+    if n < subset_size:
+        log.info("repeated-subset FID: subsets of %d rows instead of %d (%d real, %d synthetic)",
+                 n, subset_size, len(x), len(y))
+    rng = np.random.default_rng(seed)
+    fids, bounds, subsets = [], [], []
+    for _ in range(repeats):
+        ir = np.sort(rng.choice(len(x), size=n, replace=False))
+        is_ = np.sort(rng.choice(len(y), size=n, replace=False))
+        pair = rng.permutation(len(x))[:2 * n]
+        ia, ib = np.sort(pair[:n]), np.sort(pair[n:])
+        fids.append(_subset_fid(x[ir], y[is_]))
+        bounds.append(_subset_fid(x[ia], x[ib]))
+        subsets.append({"real": ir.tolist(), "synthetic": is_.tolist(),
+                        "real_a": ia.tolist(), "real_b": ib.tolist()})
+    out.update(fid=_mean_std(fids), real_vs_real=_mean_std(bounds), subsets=subsets)
+    return out
+
+
 @dataclass(frozen=True)
 class GroupFID:
     """The FID of one subgroup, with the image counts it rests on.
