@@ -1,7 +1,8 @@
 """``cbdm``: Class-Balancing Diffusion Models (Qin et al., CVPR 2023) on the shared diffusion
-stack. The regulariser itself is in :mod:`baselines.cbdm.regulariser`."""
+stack. The regulariser itself is in :mod:`benchmark.diffusion.losses` (FairGen's CBSQ is the
+same objective, and a method never imports a baseline); it is re-exported here."""
 
-from .regulariser import (
+from benchmark.diffusion.losses import (
     DEFAULT_CONDITION_DROPOUT,
     DEFAULT_GAMMA,
     DEFAULT_TAU,

@@ -233,6 +233,12 @@ class DiffusionGenerator(Generator, TrainingHooks):
                                batch_size=r["sample_batch_size"], device=self.device,
                                cache_dir=self.sample_cache, progress=self.progress,
                                **self.sampling_inputs(plan))
+        return self.plan_dataset(plan, pixels)
+
+    def plan_dataset(self, plan: Plan, pixels) -> datasets.Dataset:
+        """The plan's images (uint8 pixels (N, C, R, R) in plan order) as rows of the standard
+        schema, with each image's cell attributes, finding and conditioning."""
+        assert self.task is not None
         rows: dict[str, list] = {c: [] for c in COLUMNS}
         i = 0
         for row in plan.rows:

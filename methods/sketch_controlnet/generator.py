@@ -36,7 +36,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from benchmark import COLUMNS, FEATURES, FitContext, OptionError, Plan, Profile, attach_sources
+from benchmark import FitContext, OptionError, Plan, Profile, attach_sources
 from benchmark.diffusion import (
     Backbone,
     ControlNetConfig,
@@ -241,7 +241,7 @@ class SketchControlNet(DiffusionGenerator):
     def sample(self, plan: Plan) -> datasets.Dataset:
         if self.backbone is None or self.task is None:
             raise RuntimeError(f"{self.name}: call fit() or load() before sample()")
-        from benchmark.diffusion import sample_images, tensor_to_image
+        from benchmark.diffusion import sample_images
 
         r = self.resolved
         t0 = time.perf_counter()
@@ -257,25 +257,7 @@ class SketchControlNet(DiffusionGenerator):
                                cache_dir=self.sample_cache, progress=self.progress,
                                controls=controls or None,
                                conditioning_scale=r["conditioning_scale"])
-        import torch
-
-        out: dict[str, list] = {c: [] for c in COLUMNS}
-        i = 0
-        for row in plan.rows:
-            for j in range(row.count):
-                cond = row.conditioning_of(j)
-                img = tensor_to_image(torch.from_numpy(pixels[i]).float() / 127.5 - 1,
-                                      channels=self.task.channels, size=self.task.image_size)
-                rec = {c: None for c in COLUMNS}
-                rec.update(row.attributes)
-                sid = f"{self.name}-{i:06d}"
-                rec.update(sample_id=sid, patient_id=sid, split="train", image=img,
-                           finding=row.finding, labels=[row.finding], source_id=cond.source_id,
-                           control=cond.control, source=f"synthetic:{self.name}")
-                for c in COLUMNS:
-                    out[c].append(rec[c])
-                i += 1
-        ds = datasets.Dataset.from_dict(out, features=FEATURES)
+        ds = self.plan_dataset(plan, pixels)
         self.timings["sample_s"] = round(time.perf_counter() - t0, 3)
         if self.work_dir is not None and len(ds):
             self._write_grid(ds, self.work_dir.parent / "sketch_grid.png")
