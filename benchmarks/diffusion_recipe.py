@@ -187,6 +187,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--guidance", default=None, help="comma-separated guidance scales")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--unet", action="append", default=[], metavar="KEY=JSON")
+    ap.add_argument("--text", action="append", default=[], metavar="KEY=JSON",
+                    help="CLIPTextConfig overrides of the backbone's text encoder")
+    ap.add_argument("--spec", action="append", default=[], metavar="KEY=JSON",
+                    help="BackboneSpec overrides (pixel_factor, resolution, beta_schedule, ...)")
     ap.add_argument("--compare-plain", type=int, default=0, metavar="STEPS")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
@@ -207,7 +211,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         options["steps"] = args.steps
     unet_over = _pairs(args.unet, "--unet")
     base_spec = prof.diffusion.backbone
-    spec = dataclasses.replace(base_spec, unet={**base_spec.unet, **unet_over})
+    text_over = _pairs(args.text, "--text")
+    spec = dataclasses.replace(base_spec, **_pairs(args.spec, "--spec"),
+                               unet={**base_spec.unet, **unet_over},
+                               text={**base_spec.text, **text_over})
 
     gen_cls = GENERATORS.get(args.method)
     times: list[float] = []
@@ -245,11 +252,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     n_params = sum(p.numel() for p in backbone.unet.parameters())
     cfg = gen.train_config(args.seed)
     settings = {"task": args.task, "profile": args.profile, "method": args.method,
-                "tag": args.tag, "train": cfg.as_dict(), "unet": spec.unet,
+                "tag": args.tag, "train": cfg.as_dict(), "unet": spec.unet, "text": spec.text,
+                "spec": {k: v for k, v in spec.as_dict().items() if k not in ("unet", "text")},
                 "unet_params": n_params, "sample": {k: gen.resolved[k] for k in (
                     "sampler", "sample_steps", "sample_batch_size")}}
     print(f"# {args.method} on {args.task}, profile {args.profile} + {options} unet "
-          f"{unet_over}; UNet {n_params / 1e6:.2f}M params; {len(data)} training images "
+          f"{unet_over} text {text_over}; UNet {n_params / 1e6:.2f}M params; "
+          f"{len(data)} training images "
           f"(encoded in {encode_s:.1f} s); torch threads {torch.get_num_threads()}; "
           f"load {_load()}", flush=True)
 
@@ -291,12 +300,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             sample_s = time.perf_counter() - s0
             om = oracle_metrics(real, synthetic, task, oracle)
             adh, adh_text = _adherence_line(om["condition_adherence"])
+            # what the oracle reads, per requested finding (a model that ignores the
+            # condition shows one column for every row)
+            mode = "L" if task.channels == 1 else "RGB"
+            read = oracle.predict([np.asarray(im.convert(mode)) for im in synthetic["image"]])
+            confusion: dict[str, dict[str, int]] = {}
+            for want, got in zip(synthetic["finding"], read["finding"], strict=True):
+                confusion.setdefault(want, {}).setdefault(got, 0)
+                confusion[want][got] += 1
             row = {"settings": settings, "step": done, "guidance_scale": w,
                    "train_s": round(train_s, 1), "s_per_step": round(step_s, 4),
                    "train_images_per_s": round(cfg.batch_size * cfg.grad_accum / step_s, 2),
                    "sample_images_per_s": round(len(synthetic) / sample_s, 2),
                    "n_synthetic": len(synthetic), "fd_oracle": om["fd_oracle"]["value"],
-                   "adherence": adh, "loss": result.losses[-1]["loss"], "load": _load(),
+                   "adherence": adh, "confusion": confusion,
+                   "loss": result.losses[-1]["loss"], "load": _load(),
                    "date": time.strftime("%Y-%m-%d %H:%M")}
             if inception is not None and (args.fid == "always" or last):
                 mode = "L" if task.channels == 1 else "RGB"
@@ -308,6 +326,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                   + f" | train {row['train_images_per_s']:.1f} img/s ({step_s:.3f} s/step), "
                   f"sample {row['sample_images_per_s']:.1f} img/s, loss {row['loss']:.4f}, "
                   f"load {row['load']}", flush=True)
+            print("  requested -> read: " + "; ".join(
+                f"{want}: " + ", ".join(f"{g} {n}" for g, n in sorted(got.items(),
+                                                                     key=lambda x: -x[1]))
+                for want, got in sorted(confusion.items())), flush=True)
             rows.append(row)
             if args.jsonl:
                 with open(args.jsonl, "a") as f:
