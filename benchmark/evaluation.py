@@ -17,6 +17,12 @@ Fréchet distance of every feature space (FID, ``fd_oracle``) of the held-out ce
 of the seen cells pooled, and of each held-out intersection, and on phantoms the oracle's
 adherence of the held-out and of the seen synthetic images, apart.
 
+Synthetic images conditioned on a segmentation mask (a ``control`` column, from the folder's
+``control_path``, on a task whose training rows carry ``mask``: ``cardiac-controlnet``) get
+:data:`~benchmark.metrics.mask_adherence.KEY_MASK_ADHERENCE` (:func:`mask_adherence_section`):
+the Dice of a segmentation of each image with its control mask, with the real test images'
+own level beside it.
+
 The scored sets are seeded random subsets of at most ``profile.eval_real`` real test images
 and ``profile.eval_synthetic`` synthetic images; every number is recorded with the numbers of
 images it rests on. Features come from the on-disk cache when present.
@@ -34,6 +40,7 @@ import numpy as np
 from .grouping import INTERSECTION_SEP, is_unknown, label_of
 from .metrics import FeatureCache, FeatureExtractor
 from .metrics.frechet import KEY_SUBSETS, repeated_subset_fid
+from .metrics.mask_adherence import KEY_MASK_ADHERENCE, fit_mask_segmenter, mask_adherence
 from .metrics.similarity import (
     FEATURE_DISSIMILARITY,
     cosine_similarity,
@@ -145,6 +152,61 @@ def subset_fids(f_r: np.ndarray, f_s: np.ndarray, groups: Mapping[str, tuple[lis
     return out
 
 
+def _label_image(img: Any) -> np.ndarray:
+    """A mask or control cell as a 2-D uint8 label image (channel 0 of a stacked control:
+    the image's own frame)."""
+    a = np.asarray(img)
+    return a[..., 0] if a.ndim == 3 else a
+
+
+def _masked_rows(ds: datasets.Dataset | None) -> list[int]:
+    if ds is None or "mask" not in ds.column_names:
+        return []
+    return [i for i, m in enumerate(ds["mask"]) if m is not None]
+
+
+def mask_adherence_section(real: datasets.Dataset, synthetic: datasets.Dataset,
+                           train: datasets.Dataset | None, task: Task, profile: Profile, *,
+                           seed: int) -> dict[str, Any] | None:
+    """The mask adherence block (:mod:`benchmark.metrics.mask_adherence`) of the scored
+    synthetic images that carry a ``control`` mask, or None when there is nothing to score
+    (no control column, or no training masks to fit the segmenter on: e.g. sketch
+    controls on a chest task). The segmenter is fitted on at most ``profile.eval_real``
+    training rows with a mask (seeded); ``real`` is the same score of the scored real test
+    images against their own masks (the level a perfect generator reaches)."""
+    if "control" not in synthetic.column_names:
+        return None
+    with_control = [i for i, c in enumerate(synthetic["control"]) if c is not None]
+    fit_rows = _masked_rows(train)
+    if not with_control or not fit_rows:
+        return None
+    fit_ds = seeded_subset(train.select(fit_rows), profile.eval_real, seed + 2)
+    segmenter = fit_mask_segmenter(image_arrays(fit_ds, 1),
+                                   [_label_image(m) for m in fit_ds["mask"]])
+    syn = synthetic.select(with_control)
+    controls = [_label_image(c) for c in syn["control"]]
+    allowed = {0, *segmenter.labels.values()}
+    bad = [i for i, c in enumerate(controls) if not set(np.unique(c).tolist()) <= allowed]
+    out: dict[str, Any] = {"segmentation": segmenter.as_dict(),
+                           "frame": "channel 0 of the control (the image's own frame)",
+                           "n_without_control": len(synthetic) - len(with_control)}
+    if bad:
+        log.warning("mask adherence: %d control image(s) are not label masks of the task "
+                    "(values outside %s); not scored", len(bad), sorted(allowed))
+        out.update(value=None, reason=f"{len(bad)} of {len(controls)} control images hold "
+                                      f"values outside the mask labels {sorted(allowed)}")
+        return out
+    groups = {a: list(syn[a]) for a in task.sensitive_attributes}
+    out.update(mask_adherence(image_arrays(syn, 1), controls, segmenter, groups=groups))
+    real_rows = _masked_rows(real)
+    if real_rows:
+        ref = real.select(real_rows)
+        res = mask_adherence(image_arrays(ref, 1), [_label_image(m) for m in ref["mask"]],
+                             segmenter)
+        out["real"] = {k: res[k] for k in ("value", "n", "by_structure")}
+    return out
+
+
 def table_settings(profile: Profile, seed: int) -> TableSettings:
     return TableSettings(bootstrap_resamples=profile.bootstrap_resamples, seed=seed)
 
@@ -201,9 +263,11 @@ def generation_metrics(
     cache: FeatureCache | None = None,
     device: str = "cpu",
     progress: bool = True,
+    train: datasets.Dataset | None = None,
 ) -> dict[str, Any]:
     """Every generation metric of a run (see the module docstring); ``extractors`` maps
-    registered feature-space names to their extractors."""
+    registered feature-space names to their extractors; ``train`` (the real training rows)
+    fits the mask adherence segmenter."""
     for name in extractors:
         FEATURE_SPACES.get(name)  # unknown space names are errors
     settings = table_settings(profile, seed)
@@ -276,6 +340,9 @@ def generation_metrics(
             inc[0] if inc else None, fns=fns, max_pairs=profile.diversity_pairs, seed=seed),
         "unavailable": missing,
     }
+    masks = mask_adherence_section(real, synthetic, train, task, profile, seed=seed)
+    if masks is not None:
+        out[KEY_MASK_ADHERENCE] = masks
     oracle = getattr(extractors.get("oracle"), "oracle", None)
     if oracle is not None:  # phantom tasks: does each image show what it was asked for?
         from .oracle.adherence import KEY_ADHERENCE, dataset_adherence

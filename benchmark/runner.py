@@ -287,7 +287,7 @@ def score_and_record(*, task: Task, prof: Profile, method: str, seed: int,
     metrics = timer("evaluate", lambda: generation_metrics(
         test, synthetic, task, prof, extractors=spaces.available,
         unavailable_spaces=spaces.unavailable, seed=seed, cache=cache, device=device,
-        progress=progress))
+        progress=progress, train=split(data, "train")))
     all_metrics: dict[str, Any] = {"generation": metrics}
     if downstream:
         all_metrics["downstream"] = timer("downstream", lambda: run_downstream(

@@ -332,6 +332,11 @@ def test_every_run_writes_its_report_and_runs_compare_side_by_side(local, cache,
     acc = rec["metrics"]["downstream"]["classifiers"]["real+synthetic/tiny-resnet"]["test"]
     assert f"<td>{acc['accuracy']:.3f}</td>" in html
     assert html.count("<td class=\"name\">real+synthetic</td>") == 2
+    # the generation table always; the held-out, subset-FID and mask sections only for records
+    # that have them (tests/test_report_html.py renders records that do)
+    assert html.count('<td class="name">fid</td>') == 2 and 'id="generation-table"' in html
+    for absent in ('id="held-out"', 'id="subsets-table"', 'id="mask-adherence"'):
+        assert absent not in html, absent
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

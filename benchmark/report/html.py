@@ -8,7 +8,12 @@ FID / FD bars with the run's bootstrap intervals, a radar chart of per-group acc
 downstream classifiers (FairGen, Fig. 5e style), a t-SNE (scikit-learn) of real test and
 synthetic features coloured by subgroup (FairGen, Fig. 4c style; the oracle space on the
 phantoms, else Inception; from the feature cache the evaluation filled), the downstream
-fairness table and condition adherence per subgroup.
+fairness table and condition adherence per subgroup. When a record has them: the generation
+table's repeated-subset FID (``<fd key>_subsets``: mean (std) over subsets beside the
+real-vs-real lower bound, overall and per group), the held-out intersections
+(``generation.held_out``: a table and bars of held-out vs seen) and the mask adherence
+(``generation.mask_adherence``, beside the real test images' own level); each section is
+left out when no record has it.
 """
 
 from __future__ import annotations
@@ -230,6 +235,154 @@ def _adherence_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _gen(r: dict[str, Any]) -> dict[str, Any]:
+    return r["record"]["metrics"]["generation"]
+
+
+def _fd_keys(gen: dict[str, Any]) -> list[tuple[str, str]]:
+    """(space name, its Fréchet key) of every available feature space of a record."""
+    from ..metrics.spaces import FEATURE_SPACES, FRECHET
+
+    out = []
+    for name, info in (gen.get("feature_spaces") or {}).items():
+        if info.get("available") and name in FEATURE_SPACES:
+            key = FEATURE_SPACES.get(name).key(FRECHET)
+            if key in gen:
+                out.append((name, key))
+    return out
+
+
+def _mean_std(e: dict[str, Any] | None) -> str:
+    if not e or e.get("mean") is None:
+        return "n/a"
+    return f"{e['mean']:.2f}" + (f" ({e['std']:.2f})" if e.get("std") is not None else "")
+
+
+def _generation_rows(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                           list[dict[str, Any]]]:
+    """The generation table (per run and feature space: the Fréchet distance with its
+    interval and, when the record has ``<fd key>_subsets``, the repeated-subset mean (std)
+    beside the real-vs-real lower bound) and the per-group rows of the subset FIDs."""
+    from ..metrics.frechet import KEY_SUBSETS
+
+    rows, groups = [], []
+    for r in runs:
+        gen = _gen(r)
+        for _, key in _fd_keys(gen):
+            e = gen[key]
+            sub = gen.get(key + KEY_SUBSETS)
+            rows.append({
+                "run": r["label"], "metric": key, "value": e.get("value"),
+                "ci": (f"[{e['ci_low']:.2f}, {e['ci_high']:.2f}]"
+                       if e.get("ci_low") is not None and e.get("ci_high") is not None
+                       else ""),
+                "n": f"{e.get('n_real', 0)} / {e.get('n_synthetic', 0)}",
+                "subsets": None if sub is None else {
+                    "fid": _mean_std(sub.get("fid")), "bound": _mean_std(sub.get("real_vs_real")),
+                    "size": f"{sub.get('repeats')} x {sub.get('subset_size')}",
+                    "reason": sub.get("reason")}})
+            for attr, by in ((sub or {}).get("by_group") or {}).items():
+                for g, v in by.items():
+                    groups.append({"run": r["label"], "metric": key, "group": f"{attr}: {g}",
+                                   "fid": _mean_std(v.get("fid")),
+                                   "bound": _mean_std(v.get("real_vs_real")),
+                                   "size": f"{v.get('repeats')} x {v.get('subset_size')}",
+                                   "reason": v.get("reason") or ""})
+    return rows, groups
+
+
+def _entry_text(e: dict[str, Any] | None) -> str:
+    if not e or e.get("value") is None:
+        return "n/a" + (f" ({e['reason']})" if e and e.get("reason") else "")
+    ci = (f" [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" if e.get("ci_low") is not None
+          and e.get("ci_high") is not None else "")
+    return f"{e['value']:.2f}{ci} ({e.get('n_real', 0)} / {e.get('n_synthetic', 0)})"
+
+
+def _held_out(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Rows of the held-out intersections table (``generation.held_out``: per run and
+    distance, the held-out pool, the seen pool and each held-out cell; then the oracle's
+    adherence of both pools) and one bar plot of held-out vs seen per distance."""
+    import numpy as np
+
+    from ..evaluation import HELD_OUT, KEY_HELD_OUT, SEEN
+    from ..oracle.adherence import KEY_ADHERENCE
+
+    rows, bars = [], {}
+    for r in runs:
+        held = _gen(r).get(KEY_HELD_OUT)
+        if not isinstance(held, dict):
+            continue
+        for key, sec in held.items():
+            if not isinstance(sec, dict) or HELD_OUT not in sec:
+                continue
+            if key == KEY_ADHERENCE:
+                for kind in ("finding", "condition"):
+                    vals = [((sec.get(p) or {}).get(kind) or {}).get("value")
+                            for p in (HELD_OUT, SEEN)]
+                    ns = [(sec.get(p) or {}).get("n", 0) for p in (HELD_OUT, SEEN)]
+                    if all(v is None for v in vals):
+                        continue
+                    rows.append({"run": r["label"], "metric": f"{kind} adherence (oracle)",
+                                 "held_out": "n/a" if vals[0] is None else
+                                 f"{vals[0]:.3f} ({ns[0]} images)",
+                                 "seen": "n/a" if vals[1] is None else
+                                 f"{vals[1]:.3f} ({ns[1]} images)", "cells": ""})
+                continue
+            cells = "; ".join(f"{g} {_entry_text(e)}" for g, e in (sec.get("cells") or {})
+                              .items())
+            rows.append({"run": r["label"], "metric": key, "held_out": _entry_text(sec[HELD_OUT]),
+                         "seen": _entry_text(sec.get(SEEN)), "cells": cells})
+            bars.setdefault(key, []).append((r["label"], sec))
+    plots = []
+    if bars:
+        plt = _plt()
+        fig, axes = plt.subplots(1, len(bars), figsize=(4.8 * len(bars), 3.6), squeeze=False)
+        for ax, (key, secs) in zip(axes[0], bars.items(), strict=True):
+            width = 0.8 / len(secs)
+            for i, (label, sec) in enumerate(secs):
+                vals = [(sec.get(p) or {}).get("value") for p in (HELD_OUT, SEEN)]
+                xs = [j + (i - (len(secs) - 1) / 2) * width for j in range(2)]
+                ys = [np.nan if v is None else v for v in vals]
+                lo = [0.0 if v is None or (sec.get(p) or {}).get("ci_low") is None else
+                      v - sec[p]["ci_low"] for v, p in zip(vals, (HELD_OUT, SEEN), strict=True)]
+                hi = [0.0 if v is None or (sec.get(p) or {}).get("ci_high") is None else
+                      sec[p]["ci_high"] - v for v, p in zip(vals, (HELD_OUT, SEEN),
+                                                            strict=True)]
+                ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=3, label=label)
+            ax.set_xticks([0, 1], ["held-out cells", "seen cells"], fontsize=8)
+            ax.set_title(f"{key}: held-out vs seen intersections", fontsize=9)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        plots.append({"src": _png(fig), "alt": "held-out vs seen intersections"})
+    return rows, plots
+
+
+def _values(by: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k} {v['value']:.3f}" for k, v in (by or {}).items()
+                     if v.get("value") is not None)
+
+
+def _mask_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the mask adherence table (``generation.mask_adherence``): overall Dice, the
+    real test images' own level, per structure and per group."""
+    from ..metrics.mask_adherence import KEY_MASK_ADHERENCE
+
+    rows = []
+    for r in runs:
+        m = _gen(r).get(KEY_MASK_ADHERENCE)
+        if not isinstance(m, dict):
+            continue
+        real = m.get("real") or {}
+        rows.append({"run": r["label"], "value": m.get("value"), "n": m.get("n", 0),
+                     "real": real.get("value"), "reason": m.get("reason") or "",
+                     "structures": _values(m.get("by_structure")),
+                     "real_structures": _values(real.get("by_structure")),
+                     "groups": "; ".join(f"{a}: {_values(by)}" for a, by in
+                                         (m.get("by_group") or {}).items())})
+    return rows
+
+
 def write_report(run_dirs: list[str | Path], out: str | Path, *, tsne: bool = True) -> Path:
     """Write the HTML report of the runs in ``run_dirs`` (each with a ``result.json``) to
     ``out`` atomically; returns its path. A folder without a record is a ValueError."""
@@ -257,6 +410,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path, *, tsne: bool = Tr
                                "reports skip it; benchmark report RUN_DIR draws it)") \
         if not tsne else _safe_tsne(runs)
     attrs, fairness = _fairness_rows(runs)
+    generation, subset_groups = _generation_rows(runs)
+    held_out, held_out_plots = _held_out(runs)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
     title = (f"{runs[0]['record']['method']} on {runs[0]['record']['task']} "
@@ -265,9 +420,10 @@ def write_report(run_dirs: list[str | Path], out: str | Path, *, tsne: bool = Tr
     html = env.get_template("report.html.j2").render(
         title=title, runs=runs, version=code_version()["version"],
         plots={"distances": _distance_plots(runs), "radar": _radar_plots(runs),
-               "tsne": tsne_plots},
+               "tsne": tsne_plots, "held_out": held_out_plots},
         tsne_reason=reason, attributes=attrs, fairness=fairness,
-        adherence=_adherence_rows(runs))
+        adherence=_adherence_rows(runs), generation=generation, subset_groups=subset_groups,
+        held_out=held_out, mask_adherence=_mask_rows(runs))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
