@@ -147,3 +147,69 @@ def test_output_gradient_norm_matches_autograd():
     expected = grads.flatten(1).norm(dim=1)
     got = output_gradient_norm(per, numel=2 * 4 * 4)
     torch.testing.assert_close(got, expected)
+
+
+def test_dpo_implicit_accuracy_is_the_share_of_pairs_the_policy_favours_more():
+    # (m_l - r_l) - (m_w - r_w) > 0 per pair, written out independently
+    g = torch.Generator().manual_seed(3)
+    m_w, m_l, r_w, r_l = torch.rand(4, 50, generator=g)
+    out = diffusion_dpo_loss(m_w, m_l, r_w, r_l, beta=500)
+    hand = sum(float((ml - rl) - (mw - rw)) > 0 for mw, ml, rw, rl in zip(m_w, m_l, r_w, r_l,
+                                                                          strict=True)) / 50
+    assert 0 < hand < 1 and float(out.implicit_acc) == pytest.approx(hand)
+
+
+class _Out:
+    def __init__(self, sample):
+        self.sample = sample
+
+
+class _WinnerDenoiser(torch.nn.Module):
+    """Predicts the noise exactly for x0 = W (the winners' latent): eps = (x_t - sqrt(abar_t)
+    W) / sqrt(1 - abar_t); for a loser x0 = L its MSE is abar / (1 - abar) mean((L - W)^2)."""
+
+    def __init__(self, scheduler, w):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+        self.abar, self.w = scheduler.alphas_cumprod, w
+
+    def forward(self, x, t, encoder_hidden_states=None):
+        a = self.abar[t].reshape(-1, 1, 1, 1)
+        return _Out((x - a.sqrt() * self.w) / (1 - a).sqrt() + self.p)
+
+
+class _Zero(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, encoder_hidden_states=None):
+        return _Out(torch.zeros_like(x) + self.p)
+
+
+def test_evaluate_preferences_on_every_pair():
+    from diffusers import DDPMScheduler
+
+    from methods.fairgen.stages import evaluate_preferences
+
+    sched = DDPMScheduler(num_train_timesteps=20)
+    w, lo = torch.zeros(1, 2, 4, 4), torch.ones(1, 2, 4, 4)
+    pairs = {"latents_w": w.repeat(6, 1, 1, 1), "latents_l": lo.repeat(6, 1, 1, 1),
+             "std_w": None, "std_l": None, "cond": torch.zeros(6, 3, 8)}
+    policy, ref = _WinnerDenoiser(sched, w), _Zero()
+    good = evaluate_preferences(policy, ref, pairs, sched, beta=None, seed=0, draws=3)
+    assert good["n_pairs"] == 6 and good["draws"] == 3 and "dpo_loss" not in good
+    # the winners' MSE is 0 (the reference's is mean(noise^2) ~ 1), the losers' the
+    # reference's + abar / (1 - abar) > 0: every pair favoured
+    assert good["implicit_acc"] == 1.0
+    assert good["winner_mse_change"] == pytest.approx(-1.0, abs=0.25)
+    assert good["loser_mse_change"] > 0
+    assert good["margin"] == pytest.approx(good["loser_mse_change"] - good["winner_mse_change"])
+    swapped = {**pairs, "latents_w": pairs["latents_l"], "latents_l": pairs["latents_w"]}
+    bad = evaluate_preferences(policy, ref, swapped, sched, beta=10.0, seed=0, draws=3)
+    assert bad["implicit_acc"] == 0.0 and bad["dpo_loss"] > math.log(2)
+    same = evaluate_preferences(ref, ref, pairs, sched, beta=5000.0, seed=0, draws=3)
+    assert same["implicit_acc"] == 0.0 and same["margin"] == 0.0
+    assert same["dpo_loss"] == pytest.approx(math.log(2), abs=1e-7)
+    # a fixed seed: the same draws
+    assert evaluate_preferences(policy, ref, pairs, sched, beta=None, seed=0, draws=3) == good

@@ -121,8 +121,19 @@ def test_options_and_variants():
         FairGen({"cbsq": "yes"})
     r = FairGen().resolve(PROFILES.get("smoke"))
     assert (r["dpo"], r["dpo_beta"], r["gradient_aware"], r["cbsq_other"]) == (
-        "diffusion-dpo", 5000.0, True, "distinct")
+        "diffusion-dpo", 500.0, True, "distinct")
     assert r["dpo_steps"] is not None and r["steps"] is not None  # profile defaults
+    # DPO strength per profile (the card's measurement); the paper keeps the published beta
+    # and the stack's lr; the as-coded loss keeps the code's 0.5 everywhere; an explicit
+    # value wins; dpo=none has no beta
+    assert r["dpo_lr"] == pytest.approx(r["lr"] / 10)
+    p = FairGen().resolve(PROFILES.get("paper"))
+    assert (p["dpo_beta"], p["dpo_lr"]) == (5000.0, p["lr"])
+    assert FairGenAsCoded().resolve(PROFILES.get("smoke"))["dpo_beta"] == 0.5
+    assert FairGen({"dpo": "as-coded"}).resolve(PROFILES.get("cpu"))["dpo_beta"] == 0.5
+    assert FairGen({"dpo_beta": 7.0}).resolve(PROFILES.get("cpu"))["dpo_beta"] == 7.0
+    assert FairGen({"dpo": "none"}).resolve(PROFILES.get("cpu"))["dpo_beta"] is None
+    assert FairGen(r).resolve(PROFILES.get("smoke")) == r
     c = FairGenAsCoded().resolve(PROFILES.get("paper"))
     assert (c["dpo"], c["dpo_beta"], c["gradient_aware"], c["cbsq_other"],
             c["prompt_style"], c["lr"], c["steps"]) == (
@@ -155,9 +166,31 @@ def test_fit_with_a_user_preference_file_and_resume(tmp_path, dpo):
     assert set(gen.report()["stage_seconds"]) == {"base", "preferences", "dpo"}
     log = (tmp_path / "work" / "dpo" / "loss_log.csv").read_text()
     assert "pref_loss" in log and len(log.strip().splitlines()) == 3
+    assert "pref_implicit_acc" in log.splitlines()[0].split(",")  # every run logs it
+    ev = gen.report()["dpo_eval"]  # and the stage's end on every pair
+    assert ev["n_pairs"] == 2 and ev["implicit_acc"] in (0.0, 0.5, 1.0)
+    assert ("dpo_loss" in ev) == (dpo == "diffusion-dpo")
     first = {k: v.clone() for k, v in gen.backbone.unet.state_dict().items()}
     again = FairGen(opts)  # a second fit resumes both finished stages: same weights
     again.progress = False
     again.fit(ds, ctx)
     for k, v in again.backbone.unet.state_dict().items():
         assert (v == first[k]).all()
+
+
+def test_the_printed_summary_shows_the_pairs_adherence():
+    from benchmark.report.summary import method_report_lines
+
+    lines = method_report_lines({
+        "stage_seconds": {"base": 3.8234, "dpo": 1.0},
+        "preferences": {"n_pairs": 6, "finding_adherence_winners": 1.0,
+                        "finding_adherence_losers": 0.0, "source": "simulated physician"},
+        "dpo_eval": {"implicit_acc": 0.8333333, "nested": {"ok": True, "x": None}},
+        "note": "text"})
+    assert lines == [
+        "  method report",
+        "    stage_seconds: base 3.823, dpo 1",
+        "    preferences: n_pairs 6, finding_adherence_winners 1, finding_adherence_losers 0, "
+        "source simulated physician",
+        "    dpo_eval: implicit_acc 0.8333, nested.ok true, nested.x n/a",
+        "    note: text"]

@@ -95,10 +95,44 @@ def summary(record: dict[str, Any]) -> str:
     lines += _generation_lines(gen)
     if "downstream" in record["metrics"]:
         lines.extend(downstream_summary(record["metrics"]["downstream"]))
+    if record.get("method_report"):
+        lines.extend(method_report_lines(record["method_report"]))
     lines.append(f"  time      {record['timings_s'].get('total', 0):.0f} s")
     if "_path" in record:
         lines.append(f"  record    {record['_path']}")
     return "\n".join(lines)
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v).lower() if isinstance(v, bool) else "n/a"
+    if isinstance(v, int | float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _flatten(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def method_report_lines(report: dict[str, Any]) -> list[str]:
+    """Lines of the CLI summary for the record's ``method_report`` (what the generator put
+    there, e.g. FairGen's stage times and the oracle adherence of its preference pairs'
+    winners and losers): one line per top-level entry, nested entries as ``a.b value``."""
+    lines = ["  method report"]
+    for key, value in report.items():
+        if isinstance(value, dict):
+            parts = ", ".join(f"{k} {_scalar(v)}" for k, v in _flatten(value))
+            lines.append(f"    {key}: {parts}")
+        else:
+            lines.append(f"    {key}: {_scalar(value)}")
+    return lines
 
 
 def _fmt3(v: float | None) -> str:

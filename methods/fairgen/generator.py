@@ -62,28 +62,47 @@ from benchmark.preferences import (
     write_preferences,
 )
 
-from .stages import BaseStage, PreferenceStage
+from .stages import BaseStage, PreferenceStage, evaluate_preferences
 
 log = logging.getLogger(__name__)
 
 DPO_CHOICES = ("diffusion-dpo", "as-coded", "none")
 CBSQ_OTHER_CHOICES = ("distinct", "uniform")
-#: beta by preference loss when ``dpo_beta`` is None (Wallace et al.'s SD 1.5 value; FairGen's
-#: code's ``--beta_dpo`` default).
+#: the published beta of each preference loss (Wallace et al.'s SD 1.5 value; FairGen's code's
+#: ``--beta_dpo`` default): the ``paper`` profile's ``dpo_beta``.
 DPO_BETA = {"diffusion-dpo": 5000.0, "as-coded": 0.5}
+#: Diffusion-DPO's beta at the small pixel-space profiles, with the preference stage's lr a
+#: tenth of the stack's (measured at smoke size with ``benchmarks/fairgen_dpo_beta.py``; the
+#: method card has the figures; cpu and gpu carry the smoke value over, see the card): at
+#: beta 5000 and the stack's lr the policy runs away from the reference (the DPO loss ends
+#: near 10 at smoke).
+SMALL_DPO_BETA = 500.0
+
+
+def _betas(diffusion_dpo: float) -> dict[str, float]:
+    """``dpo_beta`` of a profile row: Diffusion-DPO's ``diffusion_dpo``, the as-coded loss the
+    code's 0.5 (it has no reference to run away from)."""
+    return {**DPO_BETA, "diffusion-dpo": float(diffusion_dpo)}
+
 
 #: FairGen's own per-profile defaults (options left None). Small DPO stages at smoke/cpu;
 #: cbsq_fraction as CBDM's regulariser_fraction (a quarter of each micro-batch gets the
 #: second UNet call at the small profiles, for the time budget; the full batch at gpu/paper).
+#: ``dpo_beta`` is a mapping preference loss -> beta here (:meth:`FairGen.resolve` takes the
+#: run's ``dpo``); ``dpo_lr`` a tenth of the profile's lr at smoke/cpu/gpu, the stack's lr
+#: (None) at paper, which keeps the published values.
 FAIRGEN_PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "smoke": dict(dpo_steps=4, dpo_batch_size=4, candidates=4, max_pairs_per_prompt=2,
-                  cbsq_fraction=0.25, ga_window=5),
+                  cbsq_fraction=0.25, ga_window=5, dpo_beta=_betas(SMALL_DPO_BETA),
+                  dpo_lr=2e-4),
     "cpu": dict(dpo_steps=60, dpo_batch_size=8, candidates=8, max_pairs_per_prompt=4,
-                cbsq_fraction=0.25, ga_window=20),
+                cbsq_fraction=0.25, ga_window=20, dpo_beta=_betas(SMALL_DPO_BETA),
+                dpo_lr=1e-4),
     "gpu": dict(dpo_steps=2000, dpo_batch_size=16, candidates=16, max_pairs_per_prompt=8,
-                cbsq_fraction=1.0, ga_window=50),
+                cbsq_fraction=1.0, ga_window=50, dpo_beta=_betas(SMALL_DPO_BETA),
+                dpo_lr=2e-5),
     "paper": dict(dpo_steps=2000, dpo_batch_size=8, candidates=16, max_pairs_per_prompt=8,
-                  cbsq_fraction=1.0, ga_window=50),
+                  cbsq_fraction=1.0, ga_window=50, dpo_beta=dict(DPO_BETA), dpo_lr=None),
 }
 
 
@@ -106,11 +125,11 @@ class FairGen(DiffusionGenerator):
         "cbsq_other": "distinct",  # y' != y (the paper); "uniform": y' may equal y (the code)
         "cbsq_fraction": None,
         "dpo": "diffusion-dpo",
-        "dpo_beta": None,  # None: DPO_BETA[dpo]
+        "dpo_beta": None,  # None: the profile's beta of the dpo loss (FAIRGEN_PROFILE_DEFAULTS)
         "dpo_weight": 1.0,
         "dpo_steps": None,
         "dpo_batch_size": None,
-        "dpo_lr": None,  # None: the stack's lr
+        "dpo_lr": None,  # None: the profile's (FAIRGEN_PROFILE_DEFAULTS), else the stack's lr
         "preferences": None,  # a preferences.jsonl (or its folder); None: simulated (phantoms)
         "candidates": None,  # K candidates per training cell for the simulated physician
         "max_pairs_per_prompt": None,
@@ -152,8 +171,8 @@ class FairGen(DiffusionGenerator):
 
     def resolve(self, profile: Profile) -> dict[str, Any]:
         out = super().resolve(profile)
-        if out["dpo_beta"] is None and out["dpo"] != "none":
-            out["dpo_beta"] = DPO_BETA[out["dpo"]]
+        if isinstance(out["dpo_beta"], Mapping):  # the profile's beta of each preference loss
+            out["dpo_beta"] = out["dpo_beta"].get(out["dpo"])
         if out["dpo_lr"] is None:
             out["dpo_lr"] = out["lr"]
         return out
@@ -324,6 +343,12 @@ class FairGen(DiffusionGenerator):
         if result.losses:
             last = result.losses[-1]
             self.report_["dpo_final"] = {k: v for k, v in last.items() if k.startswith("pref")}
+        # the final (EMA) UNet against the base on every pair: implicit reward accuracy
+        self.report_["dpo_eval"] = evaluate_preferences(
+            bb.unet, base, batch, bb.noise_scheduler, seed=ctx.seed + 104729,
+            beta=float(r["dpo_beta"]) if r["dpo"] == "diffusion-dpo" else None)
+        log.info("%s: preference stage on all %d pairs: %s", self.name, len(pairs),
+                 self.report_["dpo_eval"])
 
     def downstream_overrides(self) -> dict[str, Any]:
         """FairGen's downstream protocol: its inverse-performance reweighting (the code's

@@ -30,6 +30,18 @@ from benchmark.diffusion import (
 )
 
 
+def regression_target(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+                      ) -> torch.Tensor:
+    """The UNet's regression target for x0 noised with ``noise`` at ``t``: the noise
+    (epsilon prediction) or the velocity (v prediction), as the trainer's."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    raise ValueError(f"unsupported prediction type {kind!r}")
+
+
 class BaseStage(TrainingHooks):
     """Sampler p_i ~ n_class(i)^-power (x the gradient term when ``gradient_aware``) and the
     loss L_ddpm (+ CBSQ when ``cbsq``)."""
@@ -134,14 +146,6 @@ class PreferenceStage(BaseStage):
             dev = self.accelerator.device if self.accelerator is not None else "cpu"
             self.reference = self.reference.requires_grad_(False).eval().to(dev)
 
-    def _targets(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        kind = self.scheduler.config.prediction_type
-        if kind == "epsilon":
-            return noise
-        if kind == "v_prediction":
-            return self.scheduler.get_velocity(x0, noise, t)
-        raise ValueError(f"unsupported prediction type {kind!r}")
-
     def preference_loss(self, batch: StepBatch):
         p, g, c = self.pairs, batch.generator, self.config
         n = int(p["latents_w"].shape[0])
@@ -164,7 +168,7 @@ class PreferenceStage(BaseStage):
         dev = batch.cond.device
         x0, noise, t2 = x0.to(dev), noise.to(dev), t2.to(dev)
         noisy = self.scheduler.add_noise(x0, noise, t2)
-        target = self._targets(x0, noise, t2)
+        target = regression_target(self.scheduler, x0, noise, t2)
         cond = p["cond"][idx].to(dev, batch.cond.dtype)
         cond = torch.cat([cond, cond])
         pred = batch.predict(noisy, t2, cond)
@@ -182,3 +186,69 @@ class PreferenceStage(BaseStage):
         pref = self.preference_loss(batch)
         logs.update(pref.as_floats())
         return LossOutput(loss + float(self.config["dpo_weight"]) * pref.total, per, logs)
+
+
+@torch.no_grad()
+def evaluate_preferences(policy: Any, reference: Any, pairs: Mapping[str, Any], scheduler: Any,
+                         *, beta: float | None, seed: int, draws: int = 4,
+                         batch_size: int = 64) -> dict[str, Any]:
+    """How the preference stage left the policy against the reference (the base UNet), on
+    *every* pair (the loss log has only each step's mini-batch).
+
+    Each pair gets ``draws`` (t, noise) draws from a generator seeded with ``seed``, shared
+    by winner and loser and by both models (as Diffusion-DPO's loss). With per-sample MSEs m
+    (policy) and r (reference) and the draw-mean margin
+
+        margin = (m_l - r_l) - (m_w - r_w)
+
+    (> 0: the policy favours the winner more than the reference does; Diffusion-DPO's
+    implicit reward difference, Wallace et al. 2023, Eq. 14, up to the factor beta/2):
+
+    - ``implicit_acc``: the share of pairs with margin > 0 (0.5 for an unchanged policy);
+    - ``margin``: its mean over pairs; ``winner_mse_change`` / ``loser_mse_change``: mean
+      m - r of each side (both far above 0: the policy ran away from the reference);
+    - ``dpo_loss`` (``beta`` given): mean over pairs and draws of
+      -log sigmoid(beta/2 * margin_draw), log 2 for an unchanged policy.
+    """
+    n = int(pairs["latents_w"].shape[0])
+    g = torch.Generator().manual_seed(int(seed))
+    T = int(scheduler.config.num_train_timesteps)
+    idx = torch.arange(n).repeat_interleave(int(draws))
+    t = torch.randint(0, T, (idx.shape[0],), generator=g)
+    x0 = {}
+    for side in ("w", "l"):
+        x = pairs[f"latents_{side}"][idx].float()
+        if pairs.get(f"std_{side}") is not None:
+            x = x + pairs[f"std_{side}"][idx] * torch.randn(x.shape, generator=g)
+        x0[side] = x
+    noise = torch.randn(x0["w"].shape, generator=g)
+    cond = pairs["cond"][idx].float()
+    dev = next(policy.parameters()).device
+    mse: dict[tuple[str, str], list[torch.Tensor]] = {}
+    for side in ("w", "l"):
+        target_all = regression_target(scheduler, x0[side], noise, t)
+        noisy_all = scheduler.add_noise(x0[side], noise, t)
+        for start in range(0, idx.shape[0], batch_size):
+            sl = slice(start, start + batch_size)
+            noisy, tt, c = noisy_all[sl].to(dev), t[sl].to(dev), cond[sl].to(dev)
+            target = target_all[sl].to(dev)
+            for name, model in (("policy", policy), ("reference", reference)):
+                pred = model(noisy, tt, encoder_hidden_states=c).sample.float()
+                m = (pred - target.float()).pow(2).flatten(1).mean(1).cpu()
+                mse.setdefault((name, side), []).append(m)
+    m = {k: torch.cat(v).reshape(n, int(draws)) for k, v in mse.items()}
+    dw = m[("policy", "w")] - m[("reference", "w")]
+    dl = m[("policy", "l")] - m[("reference", "l")]
+    margin = (dl - dw).mean(1)
+    out: dict[str, Any] = {
+        "n_pairs": n, "draws": int(draws),
+        "implicit_acc": float((margin > 0).float().mean()),
+        "margin": float(margin.mean()),
+        "winner_mse_change": float(dw.mean()), "loser_mse_change": float(dl.mean()),
+    }
+    if beta is not None:
+        out["dpo_loss"] = float(diffusion_dpo_loss(
+            m[("policy", "w")].flatten(), m[("policy", "l")].flatten(),
+            m[("reference", "w")].flatten(), m[("reference", "l")].flatten(),
+            beta=float(beta)).total)
+    return out
