@@ -7,6 +7,7 @@ from .generators import (
     ALLOCATIONS,
     GENERATORS,
     NO_CONDITIONING,
+    Budget,
     Conditioning,
     FitContext,
     Generator,
@@ -20,6 +21,7 @@ from .generators import (
     cell_counts,
     majority_scores,
     register_generator,
+    resolve_budget,
 )
 from .grouping import INTERSECTION_SEP, STRATUM_SEP, UNKNOWN, Grouper, GroupLabels
 from .profiles import PROFILES, Profile
@@ -51,6 +53,7 @@ __all__ = [
     "PROFILES",
     "TASKS",
     "UNKNOWN",
+    "Budget",
     "Conditioning",
     "FitContext",
     "Generator",
@@ -75,5 +78,6 @@ __all__ = [
     "majority_scores",
     "register_generator",
     "register_task",
+    "resolve_budget",
     "validate_dataset",
 ]

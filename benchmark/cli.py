@@ -21,7 +21,7 @@ from .generators import OptionError, check_option_value
 from .profiles import DEFAULT_PROFILE
 from .registry import UnknownNameError
 from .report.summary import summary
-from .tasks import DEFAULT_TASK
+from .tasks import DEFAULT_TASK, TASKS
 
 log = logging.getLogger("benchmark")
 
@@ -36,6 +36,24 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="local copy of a real dataset (not needed for the phantoms)")
     p.add_argument("--json", action="store_true", help="print the result record as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info logging")
+
+
+def _preset_help() -> str:
+    """The tasks that declare per-class budget presets and their values, for ``--help``."""
+    from .generators import describe_presets
+
+    declared = [f"{n} {describe_presets(t.synthetic_per_class)}" for n, t in TASKS.items()
+                if t.synthetic_per_class]
+    return "; ".join(declared) or "none does"
+
+
+def per_class_option(value: str | None) -> object:
+    """``--synthetic-per-class`` as given: an int when it is written as one, else the text
+    (which :func:`benchmark.generators.resolve_budget` rejects in one line)."""
+    if value is None:
+        return None
+    text = value.strip()
+    return int(text) if text.lstrip("+-").isdigit() else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allocation", default=None, metavar="STRATEGY",
                    help="allocation strategy: water-fill or majority-score (default: the "
                         "method's, water-fill for most)")
+    p.add_argument("--synthetic-per-class", default=None, metavar="N",
+                   help="synthetic budget: N images per class of the task, each class's spread "
+                        "over its subgroup cells by the allocation strategy, instead of the "
+                        "profile's ratio of the training set (N an integer >= 1; a task that "
+                        f"declares presets takes only those: {_preset_help()})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="options",
                    help="a method option (repeatable; VALUE is read as JSON when it parses, "
                         "e.g. --set steps=200 --set prompt_style=task); unknown keys and "
@@ -168,7 +191,6 @@ def show_dataset(args: argparse.Namespace) -> int:
     """``datasets --show NAME``: write a sample grid PNG; returns the exit status."""
     from .data import DATASETS
     from .report import sample_grid
-    from .tasks import TASKS
 
     spec = DATASETS.get(args.show)
     if args.per_cell < 1:
@@ -242,9 +264,12 @@ def summarize_dataset(args: argparse.Namespace) -> int:
 
 def _listing(command: str) -> list[str]:
     if command == "tasks":
-        from .tasks import TASKS
+        from .generators import describe_presets
 
-        return [f"{n:<28} {t.description}" for n, t in TASKS.items()]
+        return [f"{n:<28} {t.description}"
+                + (f" [synthetic per class: {describe_presets(t.synthetic_per_class)}]"
+                   if t.synthetic_per_class else "")
+                for n, t in TASKS.items()]
     if command == "methods":
         from .generators import GENERATORS
 
@@ -291,8 +316,10 @@ def method_options(args: argparse.Namespace, gen_cls: type | None = None) -> dic
 def check_run_options(args: argparse.Namespace) -> str | None:
     """Everything a ``run`` / ``evaluate`` command line can get wrong that is cheap to check,
     before any work starts: the seed and, for ``run``, the method's options (names, types,
-    ranges; resolved against the profile). Returns the error line, or None."""
-    from .generators import GENERATORS
+    ranges; resolved against the profile) and the synthetic budget
+    (``--synthetic-per-class``, against the task's presets). Returns the error line, or
+    None."""
+    from .generators import GENERATORS, resolve_budget
     from .profiles import PROFILES
     from .runner import check_seed
 
@@ -301,6 +328,8 @@ def check_run_options(args: argparse.Namespace) -> str | None:
         if args.command == "run":
             gen_cls = GENERATORS.get(args.method)
             gen_cls(method_options(args, gen_cls)).resolve(PROFILES.get(args.profile))
+            resolve_budget(TASKS.get(args.task), PROFILES.get(args.profile),
+                           per_class_option(args.synthetic_per_class))
     except ValueError as err:
         return f"error: {err}"
     return None
@@ -396,8 +425,6 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(agg, indent=2))
         return 0
-    from .tasks import TASKS
-
     for e in agg["entries"]:
         print(f"{e['method']} on {e['task']} ({e['profile']}, seeds "
               f"{' '.join(map(str, e['seeds']))})")
@@ -473,7 +500,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .generators import ALLOCATIONS, GENERATORS
     from .profiles import PROFILES
     from .runner import evaluate_folder, run
-    from .tasks import TASKS
 
     try:
         TASKS.get(args.task)
@@ -494,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             record = run(method=args.method, task=args.task, profile=args.profile,
                          seed=args.seed, out=args.out, root=args.root, progress=not args.quiet,
                          allocation=args.allocation,
+                         synthetic_per_class=per_class_option(args.synthetic_per_class),
                          method_config=method_options(args, GENERATORS.get(args.method))
                          or None)
         else:

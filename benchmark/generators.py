@@ -7,7 +7,9 @@ pyproject.toml) and never imports a method package by name.
 A :class:`Plan` says how many synthetic images each (subgroup, class) cell needs, with the
 prompt for that cell. :func:`allocate` builds the default plan: the synthetic budget is
 water-filled into the cells with the fewest training images, so that after augmentation the
-cells are as equal in size as the budget allows.
+cells are as equal in size as the budget allows. A run's :class:`Budget` says how large the
+budget is: the profile's ratio of the training set over all cells, or N images per class, each
+class's over that class's cells (:func:`resolve_budget`).
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class Plan:
     allocation: str = "water-fill"
     #: per-group scores of a strategy that ranks groups (majority score), else empty
     group_scores: tuple[GroupScore, ...] = ()
+    #: the run's budget rule (:class:`Budget`; the runner sets it), None when not known
+    budget: Budget | None = None
 
     @property
     def total(self) -> int:
@@ -121,13 +125,16 @@ class Plan:
     def as_records(self) -> list[dict[str, Any]]:
         """One record per cell (``plan.csv``); ``conditioned`` counts the cell's images that
         carry a source sample or a control image; with group scores, ``majority_score`` and
-        ``selected`` are the cell's group's."""
+        ``selected`` are the cell's group's; with a budget, ``budget`` is its rule
+        (:meth:`Budget.label`: ``ratio=0.5`` or ``per-class=200``)."""
         scores = {g.group: g for g in self.group_scores}
         out = []
         for r in self.rows:
             rec = {**r.attributes, "finding": r.finding, "count": r.count, "prompt": r.prompt,
                    "conditioned": sum(c.source_id is not None or c.control is not None
                                       for c in r.conditioning)}
+            if self.budget is not None:
+                rec["budget"] = self.budget.label()
             if r.group in scores:
                 rec["majority_score"] = scores[r.group].score
                 rec["selected"] = scores[r.group].selected
@@ -135,10 +142,96 @@ class Plan:
         return out
 
     def allocation_record(self) -> dict[str, Any]:
-        """What the result record keeps of the allocation: the strategy and, where it ranks
-        groups, each group's score (:meth:`GroupScore.as_record`)."""
-        return {"strategy": self.allocation,
-                "groups": [g.as_record() for g in self.group_scores]}
+        """What the result record keeps of the allocation: the strategy, where it ranks
+        groups each group's score (:meth:`GroupScore.as_record`), and the budget rule with
+        the plan's total (:meth:`Budget.as_record`) when the plan has one."""
+        out: dict[str, Any] = {"strategy": self.allocation,
+                               "groups": [g.as_record() for g in self.group_scores]}
+        if self.budget is not None:
+            out["budget"] = {**self.budget.as_record(), "total": self.total}
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Budget
+
+#: The budget rules a run can use (:class:`Budget`).
+BUDGET_RULES = ("ratio", "per-class")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many synthetic images a run asks for, and how they are grouped.
+
+    ``ratio``: round(``ratio`` x |train|) images in all, spread over all the task's cells by
+    the allocation strategy (the profile's ``synthetic_ratio``; the default of most tasks).
+    ``per-class``: ``per_class`` = N images for every class of the task, each class's N
+    spread over that class's subgroup cells by the allocation strategy (the sketch paper's
+    200 / 300 per class; :attr:`Task.synthetic_per_class`). Build it with
+    :func:`resolve_budget`, which validates N against the task.
+    """
+
+    rule: str
+    ratio: float | None = None
+    per_class: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule == "ratio":
+            ok = self.ratio is not None and self.per_class is None and self.ratio >= 0
+        elif self.rule == "per-class":
+            ok = isinstance(self.per_class, int) and not isinstance(self.per_class, bool) \
+                and self.per_class >= 1 and self.ratio is None
+        else:
+            ok = False
+        if not ok:
+            raise ValueError(f"budget {self.rule!r} (ratio={self.ratio!r}, per_class="
+                             f"{self.per_class!r}): expected rule 'ratio' with a ratio >= 0 or "
+                             "'per-class' with an integer per_class >= 1")
+
+    def request(self, train_size: int, task: Task) -> int | dict[str, int]:
+        """The budget an allocation strategy is given: the number of images over all cells
+        (``ratio``), or each of the task's classes mapped to N (``per-class``)."""
+        if self.rule == "ratio":
+            return round(self.ratio * train_size)
+        return {cls: self.per_class for cls in task.classes}
+
+    def label(self) -> str:
+        """``ratio=<r>`` or ``per-class=<N>`` (``plan.csv``'s ``budget`` column)."""
+        return f"ratio={self.ratio:g}" if self.rule == "ratio" else f"per-class={self.per_class}"
+
+    def as_record(self) -> dict[str, Any]:
+        """``{"rule": "ratio", "ratio": r}`` or ``{"rule": "per-class", "per_class": N}``."""
+        if self.rule == "ratio":
+            return {"rule": "ratio", "ratio": self.ratio}
+        return {"rule": "per-class", "per_class": self.per_class}
+
+
+def resolve_budget(task: Task, profile: Profile, per_class: object = None) -> Budget:
+    """The budget of a run of ``task`` under ``profile``.
+
+    ``per_class`` None: the task's default, N = its first declared preset
+    (:attr:`Task.synthetic_per_class`) where it declares any, else the profile's
+    ``synthetic_ratio``. ``per_class`` N: N images per class; it must be an integer >= 1 and,
+    on a task that declares presets, one of them (the task's protocol). Anything else is a
+    ValueError of one line naming the value and what was expected.
+    """
+    presets = task.synthetic_per_class
+    if per_class is None:
+        if presets:
+            return Budget("per-class", per_class=presets[0])
+        return Budget("ratio", ratio=float(profile.synthetic_ratio))
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"--synthetic-per-class {per_class!r}: expected an integer >= 1 "
+                         "(synthetic images per class)")
+    if presets and per_class not in presets:
+        raise ValueError(f"--synthetic-per-class {per_class}: task {task.name!r} declares "
+                         f"{describe_presets(presets)}; expected one of them")
+    return Budget("per-class", per_class=per_class)
+
+
+def describe_presets(presets: Sequence[int]) -> str:
+    """``200 (default), 300``: a task's per-class presets, the default marked."""
+    return ", ".join(f"{n} (default)" if i == 0 else str(n) for i, n in enumerate(presets))
 
 
 def attach_sources(plan: Plan, train: datasets.Dataset, task: Task, *, seed: int,
@@ -260,6 +353,36 @@ def _observed_cells(train: datasets.Dataset, task: Task
     return counts, cells
 
 
+def _fill(task: Task, counts: Mapping, cells: Sequence[tuple[tuple[str | None, ...], str]],
+          budget: int | Mapping[str, int], eligible: Sequence | None = None) -> list[int]:
+    """Each cell's share of ``budget`` (in the order of ``cells``): an int is water-filled
+    (:func:`water_fill`) over the ``eligible`` cells (default: all); a mapping class -> count
+    water-fills each class's count over the eligible cells of that class (a class the
+    mapping leaves out gets none). Other cells get 0. A class asked for images but without an
+    eligible cell, or a class outside the task, is a ValueError naming it."""
+    eligible = list(cells if eligible is None else eligible)
+    if not isinstance(budget, Mapping):
+        filled = dict(zip(eligible, water_fill([counts[c] for c in eligible], budget),
+                          strict=True))
+        return [filled.get(c, 0) for c in cells]
+    unknown = [c for c in budget if c not in task.classes]
+    if unknown:
+        raise ValueError(f"per-class budget names {', '.join(map(repr, unknown))}, not a class "
+                         f"of task {task.name!r}; expected {', '.join(task.classes)}")
+    filled = {}
+    for cls, n in budget.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"per-class budget of class {cls!r} is {n!r}; expected an "
+                             "integer >= 0")
+        pool = [c for c in eligible if c[1] == cls]
+        if n and not pool:
+            raise ValueError(f"per-class budget: class {cls!r} of task {task.name!r} has no "
+                             f"cell to place its {n} images in (no training image of it in "
+                             f"the {'selected ' if len(eligible) < len(cells) else ''}groups)")
+        filled.update(zip(pool, water_fill([counts[c] for c in pool], n), strict=True))
+    return [filled.get(c, 0) for c in cells]
+
+
 def _plan_of(task: Task, cells: Sequence[tuple[tuple[str | None, ...], str]],
              shares: Sequence[int], seed: int, **fields: Any) -> Plan:
     rows = []
@@ -269,15 +392,17 @@ def _plan_of(task: Task, cells: Sequence[tuple[tuple[str | None, ...], str]],
     return Plan(task.name, task.sensitive_attributes, tuple(rows), seed, **fields)
 
 
-def allocate(train: datasets.Dataset, task: Task, budget: int, *, seed: int = 0) -> Plan:
+def allocate(train: datasets.Dataset, task: Task, budget: int | Mapping[str, int], *,
+             seed: int = 0) -> Plan:
     """The default plan: water-fill ``budget`` images into the task's observed cells.
 
     Cells are (subgroup, class) pairs that occur in ``train``; a cell with no training image
     cannot be learned from, so it gets nothing (the number of such empty cells is logged).
+    ``budget`` is the number of images over all cells, or a mapping class -> images, each
+    class's water-filled over that class's cells (a per-class :class:`Budget`).
     """
     counts, cells = _observed_cells(train, task)
-    shares = water_fill([counts[c] for c in cells], budget)
-    return _plan_of(task, cells, shares, seed)
+    return _plan_of(task, cells, _fill(task, counts, cells, budget), seed)
 
 
 def _pair_mismatch_sum(values: Sequence[Any]) -> float:
@@ -361,14 +486,16 @@ def majority_scores(train: datasets.Dataset, task: Task) -> tuple[GroupScore, ..
     return tuple(out)
 
 
-def allocate_majority_score(train: datasets.Dataset, task: Task, budget: int, *,
-                            seed: int = 0) -> Plan:
+def allocate_majority_score(train: datasets.Dataset, task: Task,
+                            budget: int | Mapping[str, int], *, seed: int = 0) -> Plan:
     """A plan for the groups with a low majority score (:func:`majority_scores`).
 
     The groups whose score M_K is at most the mean score of the task's groups are selected
     (the lowest always is; with equal scores, every group); the budget is water-filled
     (:func:`water_fill`) over the observed cells of the selected groups, and the other
-    groups' cells get none. The plan carries every group's score.
+    groups' cells get none; a per-class budget (a mapping class -> images) water-fills each
+    class's images over the selected groups' cells of that class. The plan carries every
+    group's score.
     """
     scores = majority_scores(train, task)
     mean = float(np.mean([g.score for g in scores]))
@@ -378,12 +505,13 @@ def allocate_majority_score(train: datasets.Dataset, task: Task, budget: int, *,
              len(scores), mean)
     counts, cells = _observed_cells(train, task)
     picked = [c for c in cells if c[0] in chosen]
-    filled = dict(zip(picked, water_fill([counts[c] for c in picked], budget), strict=True))
-    return _plan_of(task, cells, [filled.get(c, 0) for c in cells], seed,
+    return _plan_of(task, cells, _fill(task, counts, cells, budget, picked), seed,
                     allocation="majority-score", group_scores=scores)
 
 
-#: An allocation strategy: (train, task, budget, *, seed) -> Plan.
+#: An allocation strategy: (train, task, budget, *, seed) -> Plan; ``budget`` is an int (the
+#: images over all cells) or a mapping class -> images (each class's images over its own
+#: cells: a per-class :class:`Budget`, :meth:`Budget.request`).
 Allocation = Callable[..., Plan]
 
 #: The allocation strategies by name (``benchmark run --allocation NAME``).

@@ -13,6 +13,7 @@ Run directory layout (``<out>/<task>/<method>/<profile>-seed<seed>/``)::
                      hash and the sha256 of every file in it (benchmark.markers)
     plan.csv         the allocation plan (with each group's majority score under
                      ``--allocation majority-score``; the record's ``allocation`` keeps them)
+                     and its budget rule (``budget``: ``ratio=<r>`` or ``per-class=<N>``)
     synthetic/       synthetic images + metadata.csv; synthetic.DONE certifies the config hash,
                      the sha256 of every image and of metadata.csv, and the checkpoint's digest
                      (a refitted model or a replaced image makes the stage run again)
@@ -48,7 +49,7 @@ import pandas as pd
 from .data import DATASETS, read_image_folder, write_image_folder
 from .downstream.config import DownstreamConfig
 from .evaluation import generation_metrics, scored_synthetic
-from .generators import ALLOCATIONS, GENERATORS, FitContext, Generator
+from .generators import ALLOCATIONS, GENERATORS, FitContext, Generator, Plan, resolve_budget
 from .markers import certified_digest, check_marker, write_marker
 from .metrics import FeatureCache, FeatureExtractor, default_cache, default_cache_dir
 from .metrics.spaces import feature_extractors
@@ -339,14 +340,18 @@ def run(
     feature_cache: FeatureCache | None = None,
     progress: bool = True,
     allocation: str | None = None,
+    synthetic_per_class: int | None = None,
 ) -> dict[str, Any]:
     """Run one method on one task under one profile; return the result record.
     ``allocation`` names the allocation strategy (:data:`benchmark.generators.ALLOCATIONS`;
-    default: the generator's :attr:`Generator.allocation`)."""
+    default: the generator's :attr:`Generator.allocation`). ``synthetic_per_class`` N asks
+    for N synthetic images per class instead of the profile's ratio of the training set
+    (default: the task's, :func:`benchmark.generators.resolve_budget`)."""
     task_obj = TASKS.get(task)
     gen_cls = GENERATORS.get(method)
     prof = PROFILES.get(profile)
     check_seed(seed)
+    budget = resolve_budget(task_obj, prof, synthetic_per_class)
     allocation = allocation if allocation is not None else gen_cls.allocation
     allocate = ALLOCATIONS.get(allocation)
     # options resolved against the profile once: config.json holds the values that run
@@ -375,6 +380,8 @@ def run(
                         allocation=allocation)
     if base is not None:
         config["base"] = {k: base[k] for k in ("method", "config_hash", "digest")}
+    if budget.rule != "ratio":  # (the ratio is the profile's: ratio runs' hashes unchanged)
+        config["budget"] = budget.as_record()
     overrides = generator.downstream_overrides()
     downstream_config = replace(prof.downstream, **overrides)
     if overrides:  # the method's downstream protocol (only when set: other hashes unchanged)
@@ -393,10 +400,16 @@ def run(
     # the synthetic folder is certified for these exact weights: a refitted model resamples
     model_inputs = {"checkpoint": ckpt_digest}
 
-    budget = round(prof.synthetic_ratio * len(train))
-    # the plan stage: allocation, then the method's per-image conditioning (e.g. sketches)
-    plan = timer("plan", lambda: generator.condition_plan(
-        allocate(train, task_obj, budget, seed=seed), train))
+    def make_plan() -> Plan:
+        """The plan stage: allocation of the budget (the profile's ratio of the training set,
+        or N per class), then the method's per-image conditioning (e.g. sketches); the plan
+        carries its budget rule into plan.csv and the record, whatever the method does."""
+        allocated = allocate(train, task_obj, budget.request(len(train), task_obj), seed=seed)
+        return replace(generator.condition_plan(replace(allocated, budget=budget), train),
+                       budget=budget)
+
+    log.info("budget: %s (%s)", budget.label(), allocation)
+    plan = timer("plan", make_plan)
     pd.DataFrame(plan.as_records()).to_csv(rdir / "plan.csv", index=False)
 
     syn_dir, syn_done = rdir / "synthetic", rdir / "synthetic.DONE"

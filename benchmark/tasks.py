@@ -57,6 +57,13 @@ class Task:
             (:mod:`benchmark.headline`); empty: :func:`~benchmark.headline.default_headline_metrics`
             (FID, ES-FID over all attributes together, the real+synthetic classifier's
             accuracy and its worst-group accuracy per attribute).
+        synthetic_per_class: the per-class synthetic budgets the task's protocol declares
+            (presets; e.g. the sketch paper's 200 and 300 images per class on
+            ``sketch-mimic``). Empty (most tasks): a run's budget is the profile's
+            ``synthetic_ratio`` x the training images unless the run asks for N per class
+            (any N >= 1). Declared: a run's budget is N images per class, the first preset
+            unless the run names another, and only a declared preset is accepted
+            (:func:`~benchmark.generators.resolve_budget`).
         grouper: the task's :class:`~benchmark.grouping.Grouper` (derived, not an argument).
     """
 
@@ -73,6 +80,7 @@ class Task:
     held_out_groups: tuple[tuple[str, ...], ...] = ()
     fid_subsets: tuple[int, ...] = ()
     headline_metrics: tuple[str, ...] = ()
+    synthetic_per_class: tuple[int, ...] = ()
     grouper: Grouper = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +118,12 @@ class Task:
             raise ValueError(f"task {self.name!r}: fid_subsets must be (subset_size >= 2, "
                              f"repeats >= 1), got {self.fid_subsets!r}")
         object.__setattr__(self, "fid_subsets", subsets)
+        presets = tuple(self.synthetic_per_class)
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in presets) or \
+                len(set(presets)) != len(presets):
+            raise ValueError(f"task {self.name!r}: synthetic_per_class must be distinct "
+                             f"integers >= 1, got {self.synthetic_per_class!r}")
+        object.__setattr__(self, "synthetic_per_class", presets)
         if self.channels not in (1, 3):
             raise ValueError(f"task {self.name!r}: channels must be 1 or 3, got {self.channels}")
         grouper = Grouper(self.sensitive_attributes)
@@ -193,6 +207,8 @@ class Task:
             out["fid_subsets"] = list(self.fid_subsets)
         if self.headline_metrics != default_headline_metrics(self.sensitive_attributes):
             out["headline_metrics"] = list(self.headline_metrics)  # (likewise)
+        if self.synthetic_per_class:  # (likewise)
+            out["synthetic_per_class"] = list(self.synthetic_per_class)
         return out
 
     @classmethod
@@ -207,6 +223,7 @@ class Task:
                 "held_out_groups": tuple(tuple(g) for g in d.get("held_out_groups", ())),
                 "fid_subsets": tuple(d.get("fid_subsets", ())),
                 "headline_metrics": tuple(d.get("headline_metrics", ())),
+                "synthetic_per_class": tuple(d.get("synthetic_per_class", ())),
             }
         )
 
@@ -413,6 +430,11 @@ MIMIC_FINDINGS = (
     "pleural_other", "fracture", "support_devices",
 )
 
+#: The sketch paper's downstream ablation (Kim & Hong 2025): 200 or 300 synthetic images per
+#: class added to 20,000 real training images. 200, the smaller (cheaper) of the two and the
+#: first the paper lists, is the task's default; ``--synthetic-per-class 300`` is the other.
+SKETCH_PER_CLASS = (200, 300)
+
 register_task(
     Task(
         name="sketch-mimic",
@@ -423,6 +445,7 @@ register_task(
         image_size=256,
         channels=1,
         prompt_template="chest x-ray, {sex}, {finding}",
+        synthetic_per_class=SKETCH_PER_CLASS,
     )
 )
 

@@ -161,3 +161,9 @@ def test_run_with_majority_score_records_the_scores(tmp_path):
         if (row["sex"], row["age_group"]) in unselected:
             assert row["count"] == 0
     assert plan["count"].sum() == rec["counts"]["plan_total"]
+    # the default budget rule of a task without presets: the profile's ratio, said in the
+    # plan and the record; only a per-class budget enters the config (tests/test_budget.py)
+    assert set(plan["budget"]) == {"ratio=0.5"}
+    assert rec["allocation"]["budget"] == {"rule": "ratio", "ratio": 0.5,
+                                           "total": rec["counts"]["plan_total"]}
+    assert "budget" not in rec["config"]

@@ -80,6 +80,17 @@ def _generation_lines(gen: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _budget_text(record: dict[str, Any]) -> str:
+    """``; budget 200 per class`` or ``; budget 0.5 x train``, from the record's allocation
+    (empty for a record without one)."""
+    budget = (record.get("allocation") or {}).get("budget")
+    if not budget:
+        return ""
+    if budget["rule"] == "per-class":
+        return f"; budget {budget['per_class']} per class"
+    return f"; budget {budget['ratio']:g} x train"
+
+
 def summary(record: dict[str, Any]) -> str:
     """The readable summary of a result record that ``benchmark run`` / ``evaluate`` print."""
     gen = record["metrics"]["generation"]
@@ -90,7 +101,8 @@ def summary(record: dict[str, Any]) -> str:
         f"  data      {c['data']} images"
         + (f", train {c['train']}" if "train" in c else "")
         + f", test {c['test']}; synthetic {c['synthetic']}"
-        + (f" (plan {c['plan_total']} in {c['plan_cells']} cells)" if "plan_total" in c else ""),
+        + (f" (plan {c['plan_total']} in {c['plan_cells']} cells{_budget_text(record)})"
+           if "plan_total" in c else ""),
     ]
     lines += _generation_lines(gen)
     if "downstream" in record["metrics"]:
