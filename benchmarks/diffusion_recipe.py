@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
     ap.add_argument("--jsonl", default=None)
+    ap.add_argument("--grid", default=None, metavar="DIR",
+                    help="write a sample grid (subgroup x class) at every checkpoint here")
     ap.add_argument("--work", default=None, help="training folder (default: a temporary one)")
     ap.add_argument("--plot", default=None, metavar="JSONL")
     ap.add_argument("--png", default="benchmarks/diffusion_recipe.png")
@@ -243,6 +245,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f_real = inception.extract([np.asarray(im.convert("L" if task.channels == 1 else "RGB"))
                                     for im in real["image"]], cache=cache, progress=False)
 
+    if args.grid:
+        from benchmark.report.grid import sample_grid
+
+        Path(args.grid).mkdir(parents=True, exist_ok=True)
+        sample_grid(real, task, Path(args.grid) / f"real-{args.task}.png", per_cell=2)
     backbone = build_backbone(spec, image_channels=task.channels, seed=args.seed)
     gen.backbone, gen.task, gen.device = backbone, task, "cpu"
     t0 = time.perf_counter()
@@ -326,6 +333,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                   + f" | train {row['train_images_per_s']:.1f} img/s ({step_s:.3f} s/step), "
                   f"sample {row['sample_images_per_s']:.1f} img/s, loss {row['loss']:.4f}, "
                   f"load {row['load']}", flush=True)
+            if args.grid:
+                from benchmark.report.grid import sample_grid
+
+                Path(args.grid).mkdir(parents=True, exist_ok=True)
+                sample_grid(synthetic, task, Path(args.grid) /
+                            f"{args.tag or 'run'}-step{done:05d}-w{w:g}.png", per_cell=2)
             print("  requested -> read: " + "; ".join(
                 f"{want}: " + ", ".join(f"{g} {n}" for g, n in sorted(got.items(),
                                                                      key=lambda x: -x[1]))
