@@ -7,6 +7,7 @@ import datasets
 import numpy as np
 import pytest
 from conftest import make_rows
+from stand_ins import MeanStdMax
 
 from benchmark import UNKNOWN, Grouper
 from benchmark.downstream import DownstreamConfig
@@ -19,7 +20,6 @@ from benchmark.headline import (
     headline_value,
     parse,
 )
-from benchmark.metrics import FeatureExtractor
 from benchmark.profiles import PROFILES
 from benchmark.schema import FEATURES
 from benchmark.tasks import TASKS, Task
@@ -85,17 +85,6 @@ def test_bad_input_names_the_problem():
 # ------------------------------------------------------------------ one policy, every stage
 
 
-class _MeanStd(FeatureExtractor):
-    name = "mean-std-test"
-    dim = 3
-
-    def config(self):
-        return {"kind": "mean-std-max"}
-
-    def _compute(self, arrays):
-        return np.array([[a.mean(), a.std(), a.max()] for a in arrays], dtype=np.float32)
-
-
 def _with_unknown_sex(n, seed, split, every):
     rows = make_rows(n, seed)
     rows["split"] = [split] * n
@@ -114,7 +103,7 @@ def test_unknown_rows_are_counted_the_same_in_generation_and_downstream(tmp_path
     assert n_unknown == 8
     profile = dataclasses.replace(PROFILES.get("smoke"), eval_real=24, eval_synthetic=24)
     gen = generation_metrics(test, synthetic, task, profile,
-                             extractors={"inception": _MeanStd()}, progress=False)
+                             extractors={"inception": MeanStdMax()}, progress=False)
     fid_sex = gen["fid_by_group"]["sex"]
     assert (fid_sex[UNKNOWN]["n_real"], fid_sex[UNKNOWN]["n_synthetic"]) == (8, 5)
     assert fid_sex[UNKNOWN]["in_summaries"] is False

@@ -10,6 +10,7 @@ import datasets
 import numpy as np
 import pytest
 from conftest import make_rows
+from stand_ins import MeanStdMax
 
 from benchmark.diffusion import (
     DiffusionTrainer,
@@ -20,7 +21,6 @@ from benchmark.diffusion import (
 )
 from benchmark.evaluation import KEY_HELD_OUT, generation_metrics, held_out_labels
 from benchmark.generators import allocate
-from benchmark.metrics import FeatureExtractor
 from benchmark.metrics.frechet import fid
 from benchmark.profiles import PROFILES
 from benchmark.runner import load_task_data, split
@@ -99,17 +99,6 @@ def test_allocation_requests_the_held_out_cells(data):
     assert not HELD & {(dict(r.group)["sex"], dict(r.group)["age_group"]) for r in plain.rows}
 
 
-class _MeanStd(FeatureExtractor):
-    name = "mean-std-heldout-test"
-    dim = 3
-
-    def config(self):
-        return {"kind": "mean-std-max"}
-
-    def _compute(self, arrays):
-        return np.array([[a.mean(), a.std(), a.max()] for a in arrays], dtype=np.float32)
-
-
 def _rows(n, seed, split_name):
     rows = make_rows(n, seed)
     ages = ["80+", "18-39", "40-59", "60-79"]
@@ -123,7 +112,7 @@ def test_evaluation_scores_the_held_out_cells_apart():
     real, syn = _rows(40, 1, "test"), _rows(40, 2, "train")
     profile = dataclasses.replace(PROFILES.get("smoke"), eval_real=40, eval_synthetic=40,
                                   bootstrap_resamples=5)
-    ex = _MeanStd()
+    ex = MeanStdMax()
     out = generation_metrics(real, syn, TASK, profile, extractors={"inception": ex},
                              progress=False)
     sec = out[KEY_HELD_OUT]

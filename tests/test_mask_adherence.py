@@ -10,9 +10,9 @@ import datasets
 import numpy as np
 import pytest
 from PIL import Image
+from stand_ins import MeanStdMax
 
 from benchmark.data.phantoms.cardiac import PHANTOM, render, render_mask
-from benchmark.metrics import FeatureExtractor
 from benchmark.metrics.mask_adherence import (
     BACKGROUND,
     BLOOD,
@@ -129,19 +129,6 @@ def test_the_acdc_label_encoding_is_read_from_the_masks(phantom_rows):
     assert a["value"] == pytest.approx(b["value"])
 
 
-class MeanStd(FeatureExtractor):
-    """A cheap stand-in feature extractor (mean, std, max of the pixels)."""
-
-    name = "mean-std-mask-adherence-test"
-    dim = 3
-
-    def config(self):
-        return {"kind": "mean-std-max"}
-
-    def _compute(self, arrays):
-        return np.array([[a.mean(), a.std(), a.max()] for a in arrays], dtype=np.float32)
-
-
 def _cardiac_rows(imgs, masks, sex, split_name, control):
     from conftest import make_rows
 
@@ -174,7 +161,7 @@ def test_the_evaluation_reports_mask_adherence_only_for_mask_controlled_images(p
     test = _cardiac_rows(imgs[60:], masks[60:], sex[60:], "test", control=False)
     # "synthetic" images: the test images with their own masks as controls
     syn = _cardiac_rows(imgs[60:], masks[60:], sex[60:], "train", control=True)
-    ex = {"inception": MeanStd()}
+    ex = {"inception": MeanStdMax()}
     out = generation_metrics(test, syn, task, prof, extractors=ex, train=train, progress=False)
     m = out[KEY_MASK_ADHERENCE]
     direct = mask_adherence(imgs[60:], masks[60:], fit_mask_segmenter(imgs[:60], masks[:60]))

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from conftest import make_rows
 from PIL import Image
+from stand_ins import MeanStdMax
 
 from benchmark.evaluation import KEY_HELD_OUT, generation_metrics
-from benchmark.metrics import FeatureExtractor
 from benchmark.metrics.mask_adherence import KEY_MASK_ADHERENCE
 from benchmark.profiles import PROFILES
 from benchmark.report import write_report
@@ -26,17 +26,6 @@ from benchmark.tasks import TASKS
 
 PROFILE = dataclasses.replace(PROFILES.get("smoke"), eval_real=40, eval_synthetic=40,
                               bootstrap_resamples=5)
-
-
-class MeanStd(FeatureExtractor):
-    name = "mean-std-report-test"
-    dim = 3
-
-    def config(self):
-        return {"kind": "mean-std-max"}
-
-    def _compute(self, arrays):
-        return np.array([[a.mean(), a.std(), a.max()] for a in arrays], dtype=np.float32)
 
 
 def _record(task: str, generation: dict) -> dict:
@@ -75,7 +64,7 @@ def _row_of(html: str, table_id: str, first_cells: str) -> str:
 def test_the_held_out_section_shows_held_out_vs_seen(tmp_path):
     gen = generation_metrics(_rows(40, 1, "test"), _rows(40, 2, "train"),
                              TASKS.get("phantom-cxr-heldout"), PROFILE,
-                             extractors={"inception": MeanStd()}, progress=False)
+                             extractors={"inception": MeanStdMax()}, progress=False)
     sec = gen[KEY_HELD_OUT]["fid"]
     html = _report(tmp_path, "held", "phantom-cxr-heldout", gen)
     row = _row_of(html, "held-out-table", '<td class="name">fid</td>')
@@ -113,7 +102,7 @@ def _cardiac_generation() -> dict:
     return generation_metrics(rows(range(30, 50), "test", False),
                               rows(range(10, 30), "train", True),
                               TASKS.get("phantom-cardiac-hf"), PROFILE,
-                              extractors={"inception": MeanStd()}, progress=False,
+                              extractors={"inception": MeanStdMax()}, progress=False,
                               train=rows(range(0, 10), "train", False))
 
 
@@ -141,7 +130,7 @@ def test_the_subset_fid_and_the_mask_adherence_are_in_the_report(tmp_path):
 def test_a_record_without_them_has_none_of_these_sections(tmp_path):
     task = TASKS.get("phantom-cxr-finding")
     gen = generation_metrics(_rows(40, 1, "test"), _rows(40, 2, "train"), task, PROFILE,
-                             extractors={"inception": MeanStd()}, progress=False)
+                             extractors={"inception": MeanStdMax()}, progress=False)
     assert not {KEY_HELD_OUT, KEY_MASK_ADHERENCE, "fid_subsets"} & set(gen)
     html = _report(tmp_path, "plain", task.name, gen)
     row = _row_of(html, "generation-table", '<td class="name">fid</td>')
@@ -155,7 +144,7 @@ def test_a_record_without_them_has_none_of_these_sections(tmp_path):
 def test_a_malformed_section_is_left_out_not_fatal(tmp_path, section):
     task = TASKS.get("phantom-cxr-finding")
     gen = generation_metrics(_rows(40, 1, "test"), _rows(40, 2, "train"), task, PROFILE,
-                             extractors={"inception": MeanStd()}, progress=False)
+                             extractors={"inception": MeanStdMax()}, progress=False)
     gen[section] = "not a section"
     html = _report(tmp_path, section, task.name, gen)
     assert 'id="held-out"' not in html and 'id="mask-adherence"' not in html
