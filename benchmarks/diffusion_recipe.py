@@ -65,6 +65,7 @@ from benchmark.metrics import fid
 from benchmark.metrics.features import default_cache
 from benchmark.metrics.spaces import feature_extractors
 from benchmark.oracle import config_for_profile, get_oracle, oracle_metrics
+from benchmark.report.grid import sample_grid
 from benchmark.runner import load_task_data, split
 
 
@@ -246,8 +247,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                                     for im in real["image"]], cache=cache, progress=False)
 
     if args.grid:
-        from benchmark.report.grid import sample_grid
-
         Path(args.grid).mkdir(parents=True, exist_ok=True)
         sample_grid(real, task, Path(args.grid) / f"real-{args.task}.png", per_cell=2)
     backbone = build_backbone(spec, image_channels=task.channels, seed=args.seed)
@@ -334,8 +333,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                   f"sample {row['sample_images_per_s']:.1f} img/s, loss {row['loss']:.4f}, "
                   f"load {row['load']}", flush=True)
             if args.grid:
-                from benchmark.report.grid import sample_grid
-
                 Path(args.grid).mkdir(parents=True, exist_ok=True)
                 sample_grid(synthetic, task, Path(args.grid) /
                             f"{args.tag or 'run'}-step{done:05d}-w{w:g}.png", per_cell=2)
