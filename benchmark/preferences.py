@@ -18,6 +18,14 @@ shows the requested finding, and more so as it presents in that subgroup. Among 
 candidates of a prompt every pair with s_w > s_l is a preference pair (the largest score
 gaps first, at most ``max_pairs`` per prompt); pairs of equal score are ties and dropped
 (counted in the summary).
+
+With the tie-break ``confidence`` a pair of equal score is ordered by the oracle's softmax
+probability of the requested finding, p(y | x) (the image that looks more like the requested
+finding wins; a forced choice); only pairs equal in both are dropped. The score gap still
+orders the pairs first, then the probability gap. FairGen uses it at the smoke profile only,
+where the base model is noise after a few steps, every candidate reads as the same finding
+and the 0/1/2 scores tie everywhere (``ties="drop"``, the default elsewhere, would leave no
+pair).
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: How a simulated physician treats candidates of equal score (module docstring).
+TIE_BREAKS = ("drop", "confidence")
 #: The file name we write and look for in a folder.
 PREFERENCE_FILE = "preferences.jsonl"
 #: The file name of FairGen's public code (also accepted in a folder).
@@ -144,6 +154,8 @@ class Judgement:
 
     finding_ok: np.ndarray  # bool: the oracle reads the requested finding
     condition_ok: np.ndarray  # bool: ... and a phenotype of the requested subgroup
+    #: float: the oracle's softmax probability of the requested finding, p(y | x)
+    finding_proba: np.ndarray | None = None
 
     @property
     def scores(self) -> np.ndarray:
@@ -163,31 +175,44 @@ class SimulatedPhysician:
         requested attribute values of image i."""
         if len(images) != len(requests):
             raise ValueError(f"{len(images)} images but {len(requests)} requests")
-        pred = self.oracle.predict(list(images))
+        proba = self.oracle.predict_proba(list(images))
+        heads = self.oracle.heads
+        pred = {k: [heads[k][i] for i in p.argmax(axis=1)] for k, p in proba.items()}
         finding = np.array([p == r["finding"] for p, r in zip(pred["finding"], requests,
                                                               strict=True)], bool)
         expected = [self.oracle.expected_phenotypes(dict(r)) for r in requests]
         pheno = pred.get("phenotype", [None] * len(requests))
         cond = finding & np.array([p in e for p, e in zip(pheno, expected, strict=True)], bool)
-        return Judgement(finding, cond)
+        vocab = list(heads["finding"])
+        p_req = np.array([proba["finding"][i, vocab.index(r["finding"])]
+                          if r["finding"] in vocab else 0.0 for i, r in enumerate(requests)],
+                         float)
+        return Judgement(finding, cond, p_req)
 
 
-def pair_by_scores(scores: Sequence[int | float], *, max_pairs: int | None = None
+def pair_by_scores(scores: Sequence[int | float], *, max_pairs: int | None = None,
+                   tie_break: Sequence[float] | None = None
                    ) -> tuple[list[tuple[int, int]], int]:
     """Preference pairs (winner, loser) among one prompt's candidates: every (i, j) with
     s_i > s_j, the largest gaps first (then by index), at most ``max_pairs``; returns them and
-    the number of tied pairs dropped."""
+    the number of tied pairs dropped. With ``tie_break`` (a second score b, e.g. p(y | x)) the
+    order is lexicographic in (s, b): a pair with s_i = s_j and b_i > b_j is a pair too, sorted
+    after every pair of larger score gap, then by the larger b gap; only pairs equal in both
+    are ties."""
     s = np.asarray(scores, dtype=float)
+    b = np.zeros_like(s) if tie_break is None else np.asarray(tie_break, dtype=float)
+    if b.shape != s.shape:
+        raise ValueError(f"tie_break has {b.shape} entries, scores {s.shape}")
     pairs, ties = [], 0
     for i in range(len(s)):
         for j in range(i + 1, len(s)):
-            if s[i] == s[j]:
+            if (s[i], b[i]) == (s[j], b[j]):
                 ties += 1
-            elif s[i] > s[j]:
+            elif (s[i], b[i]) > (s[j], b[j]):
                 pairs.append((i, j))
             else:
                 pairs.append((j, i))
-    pairs.sort(key=lambda p: (-(s[p[0]] - s[p[1]]), p))
+    pairs.sort(key=lambda p: (-(s[p[0]] - s[p[1]]), -(b[p[0]] - b[p[1]]), p))
     if max_pairs is not None:
         pairs = pairs[:max_pairs]
     return pairs, ties

@@ -81,6 +81,26 @@ def test_pair_by_scores_drops_ties_and_orders_by_gap():
     assert len(pair_by_scores([2, 1, 0], max_pairs=1)[0]) == 1
 
 
+def test_pair_by_scores_breaks_ties_by_confidence_after_the_score_gap():
+    # scores 1, 1, 0, 1 and p(y|x) 0.2, 0.7, 0.9, 0.2: by hand, score gap 1 first (0>2, 1>2,
+    # 3>2 with b gaps -0.7, -0.2, -0.7: 1>2 before 0>2 and 3>2), then the ties of score 1
+    # broken by b (1>0 gap 0.5, 1>3 gap 0.5); 0 vs 3 equal in both: the one tie
+    pairs, ties = pair_by_scores([1, 1, 0, 1], tie_break=[0.2, 0.7, 0.9, 0.2])
+    assert ties == 1
+    assert pairs == [(1, 2), (0, 2), (3, 2), (1, 0), (1, 3)]
+    assert pair_by_scores([1, 1], tie_break=[0.3, 0.3]) == ([], 1)
+    with pytest.raises(ValueError, match="tie_break has"):
+        pair_by_scores([1, 1], tie_break=[0.3])
+
+
+def test_tie_break_option_defaults_per_profile_and_rejects_unknown_values():
+    assert FairGen().resolve(PROFILES.get("smoke"))["tie_break"] == "confidence"
+    assert FairGen().resolve(PROFILES.get("cpu"))["tie_break"] == "drop"
+    assert FairGen({"tie_break": "drop"}).resolve(PROFILES.get("smoke"))["tie_break"] == "drop"
+    with pytest.raises(ValueError, match="tie_break must be one of drop, confidence"):
+        FairGen({"tie_break": "coin"})
+
+
 def test_simulated_physician_prefers_the_adherent_image(smoke_skin_oracle):
     from benchmark.oracle import heldout_population
 
@@ -97,6 +117,11 @@ def test_simulated_physician_prefers_the_adherent_image(smoke_skin_oracle):
     wins = sum(pair_by_scores([right.scores[i], wrong.scores[i]])[0] == [(0, 1)]
                for i in range(len(truths)))
     assert wins >= 0.6 * len(truths)
+    # p(requested finding | x) is the oracle's softmax entry of that finding, by hand
+    proba = oracle.predict_proba(list(images[:5]))["finding"]
+    expect = [proba[i, findings.index(t["finding"])] for i, t in enumerate(truths[:5])]
+    np.testing.assert_allclose(right.finding_proba[:5], expect, rtol=1e-5)
+    assert (right.finding_proba[right.finding_ok] >= 1 / len(findings)).all()
     s = preference_summary([PreferencePair("p", "w", "l", {
         "finding_ok_w": True, "finding_ok_l": False, "condition_ok_w": True,
         "condition_ok_l": False})], ties=2)

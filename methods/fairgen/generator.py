@@ -54,6 +54,7 @@ from benchmark.markers import check_marker, file_sha256, module_digest, write_ma
 from benchmark.preferences import (
     FORMAT_HELP,
     PREFERENCE_FILE,
+    TIE_BREAKS,
     PreferencePair,
     SimulatedPhysician,
     pair_by_scores,
@@ -92,17 +93,20 @@ def _betas(diffusion_dpo: float) -> dict[str, float]:
 #: run's ``dpo``); ``dpo_lr`` a tenth of the profile's lr at smoke/cpu/gpu, the stack's lr
 #: (None) at paper, which keeps the published values.
 FAIRGEN_PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    # smoke breaks score ties by the oracle's p(y | x): its 30-step base model is noise, the
+    # oracle reads every candidate as one finding and the 0/1/2 scores tie in every cell
     "smoke": dict(dpo_steps=4, dpo_batch_size=4, candidates=4, max_pairs_per_prompt=2,
                   cbsq_fraction=0.25, ga_window=5, dpo_beta=_betas(SMALL_DPO_BETA),
-                  dpo_lr=2e-4),
+                  dpo_lr=2e-4, tie_break="confidence"),
     "cpu": dict(dpo_steps=60, dpo_batch_size=8, candidates=8, max_pairs_per_prompt=4,
                 cbsq_fraction=0.25, ga_window=20, dpo_beta=_betas(SMALL_DPO_BETA),
-                dpo_lr=1e-4),
+                dpo_lr=1e-4, tie_break="drop"),
     "gpu": dict(dpo_steps=2000, dpo_batch_size=16, candidates=16, max_pairs_per_prompt=8,
                 cbsq_fraction=1.0, ga_window=50, dpo_beta=_betas(SMALL_DPO_BETA),
-                dpo_lr=2e-5),
+                dpo_lr=2e-5, tie_break="drop"),
     "paper": dict(dpo_steps=2000, dpo_batch_size=8, candidates=16, max_pairs_per_prompt=8,
-                  cbsq_fraction=1.0, ga_window=50, dpo_beta=dict(DPO_BETA), dpo_lr=None),
+                  cbsq_fraction=1.0, ga_window=50, dpo_beta=dict(DPO_BETA), dpo_lr=None,
+                  tie_break="drop"),
 }
 
 
@@ -133,6 +137,9 @@ class FairGen(DiffusionGenerator):
         "preferences": None,  # a preferences.jsonl (or its folder); None: simulated (phantoms)
         "candidates": None,  # K candidates per training cell for the simulated physician
         "max_pairs_per_prompt": None,
+        # equal-score candidates: "drop" (ties dropped, the physician) or "confidence"
+        # (ordered by the oracle's p(requested finding)); None: the profile's
+        "tie_break": None,
         # the downstream classifiers of a fairgen run use FairGen's inverse-performance
         # reweighting: "sampler" (the public code's), "loss" (ours), or "none"
         "downstream_reweight": "sampler",
@@ -141,7 +148,7 @@ class FairGen(DiffusionGenerator):
         **DiffusionGenerator.option_types,
         "ga_window": int, "cbsq_fraction": float, "dpo_beta": float, "dpo_steps": int,
         "dpo_batch_size": int, "dpo_lr": float, "preferences": str, "candidates": int,
-        "max_pairs_per_prompt": int,
+        "max_pairs_per_prompt": int, "tie_break": str,
     }
 
     def __init__(self, config=None):
@@ -153,6 +160,9 @@ class FairGen(DiffusionGenerator):
         if c["downstream_reweight"] not in ("sampler", "loss", "none"):
             raise ValueError(f"{self.name}: downstream_reweight must be sampler, loss or none, "
                              f"got {c['downstream_reweight']!r}")
+        if c["tie_break"] is not None and c["tie_break"] not in TIE_BREAKS:
+            raise ValueError(f"{self.name}: tie_break must be one of {', '.join(TIE_BREAKS)}, "
+                             f"got {c['tie_break']!r}")
         if c["cbsq_other"] not in CBSQ_OTHER_CHOICES:
             raise ValueError(f"{self.name}: cbsq_other must be one of "
                              f"{', '.join(CBSQ_OTHER_CHOICES)}, got {c['cbsq_other']!r}")
@@ -247,7 +257,7 @@ class FairGen(DiffusionGenerator):
         key = hashlib.sha256(json.dumps({
             "base": module_digest(self.backbone.unet), "oracle": oracle.key, "seed": ctx.seed,
             **{k: r[k] for k in ("candidates", "max_pairs_per_prompt", "sampler", "sample_steps",
-                                 "guidance_scale", "prompt_style")}}, sort_keys=True
+                                 "guidance_scale", "prompt_style", "tie_break")}}, sort_keys=True
         ).encode()).hexdigest()
         done = work.with_name(work.name + ".DONE")
         out = work / PREFERENCE_FILE
@@ -283,26 +293,33 @@ class FairGen(DiffusionGenerator):
             paths.append(p.resolve())
         judged = SimulatedPhysician(oracle).judge(images, requests)
         scores = judged.scores
+        confidence = r["tie_break"] == "confidence"
         pairs, ties, k = [], 0, r["candidates"]
         for c in range(len(cells)):
             sl = slice(c * k, (c + 1) * k)
-            found, tied = pair_by_scores(scores[sl], max_pairs=r["max_pairs_per_prompt"])
+            found, tied = pair_by_scores(
+                scores[sl], max_pairs=r["max_pairs_per_prompt"],
+                tie_break=judged.finding_proba[sl] if confidence else None)
             ties += tied
             for w, lo in found:
                 iw, il = c * k + w, c * k + lo
                 pairs.append(PreferencePair(prompts[iw], str(paths[iw]), str(paths[il]), {
                     "score_w": int(scores[iw]), "score_l": int(scores[il]),
+                    "p_finding_w": float(judged.finding_proba[iw]),
+                    "p_finding_l": float(judged.finding_proba[il]),
                     "finding_ok_w": bool(judged.finding_ok[iw]),
                     "finding_ok_l": bool(judged.finding_ok[il]),
                     "condition_ok_w": bool(judged.condition_ok[iw]),
                     "condition_ok_l": bool(judged.condition_ok[il])}))
         summary = preference_summary(pairs, ties=ties)
-        summary.update(n_candidates=len(images), candidate_finding_adherence=float(
+        summary.update(n_candidates=len(images), tie_break=r["tie_break"],
+                       candidate_finding_adherence=float(
             judged.finding_ok.mean()), candidate_condition_adherence=float(
             judged.condition_ok.mean()), source="simulated physician (phantom oracle)")
         if not pairs:
             raise ValueError(f"{self.name}: the simulated physician found no preference pair "
-                             f"among {len(images)} candidates (all tied); raise candidates")
+                             f"among {len(images)} candidates (all tied); raise candidates or set "
+                             "tie_break=confidence")
         write_preferences(pairs, out)
         (work / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
         write_marker(done, config_hash=key, output=work)
