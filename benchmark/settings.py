@@ -44,7 +44,8 @@ class BackboneSpec:
         beta_schedule: ``DDPMScheduler`` beta schedule of from-scratch models.
         prediction_type: the UNet's target for from-scratch models: ``"v_prediction"``
             (Salimans & Ho, 2022; stable at the cosine schedule's high noise levels, where an
-            epsilon model's x0 estimate explodes with few sampling steps) or ``"epsilon"``.
+            epsilon model's x0 estimate explodes with few sampling steps), ``"epsilon"`` or
+            ``"sample"`` (x0 prediction).
         pretrained: whether the weights come from ``pretrained`` (paper) or random init.
     """
 

@@ -227,18 +227,20 @@ def test_training_loss_is_the_ddpm_mse_and_weights_apply():
 
 def test_min_snr_weights_hand_computed_and_in_the_loss():
     """Min-SNR-gamma (Hang et al., 2023) from the scheduler's alphas_cumprod by hand:
-    SNR = abar / (1 - abar); v-prediction weight min(SNR, g) / (SNR + 1), eps min(SNR, g) / SNR.
+    SNR = abar / (1 - abar); v-prediction weight min(SNR, g) / (SNR + 1), eps min(SNR, g) / SNR,
+    x0 (sample) prediction min(SNR, g).
     """
     from diffusers import DDPMScheduler
 
     from benchmark.diffusion.trainer import min_snr_weights
 
     t = torch.tensor([0, 10, 300, 600, 999])
-    for pred in ("v_prediction", "epsilon"):
+    for pred in ("v_prediction", "sample", "epsilon"):
         sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=pred)
         abar = sched.alphas_cumprod.double()[t].numpy()
         snr = abar / (1 - abar)
-        want = np.minimum(snr, 5.0) / (snr + 1 if pred == "v_prediction" else snr)
+        want = np.minimum(snr, 5.0) / {"v_prediction": snr + 1, "sample": 1.0,
+                                       "epsilon": snr}[pred]
         got = min_snr_weights(sched, t, 5.0).double().numpy()
         np.testing.assert_allclose(got, want, rtol=1e-5)
     # eps-prediction: the lowest-noise step (SNR >> 5) is capped to 5 / SNR
@@ -259,6 +261,28 @@ def test_min_snr_weights_hand_computed_and_in_the_loss():
     assert torch.allclose(loss.per_sample, per, atol=1e-6)  # hooks see the unweighted MSE
     with pytest.raises(ValueError, match="snr_gamma"):
         TrainConfig(snr_gamma=-1.0)
+
+
+def test_regression_target_by_hand_for_each_prediction_type():
+    """x_t = sqrt(abar) x0 + sqrt(1 - abar) eps; targets eps, v = sqrt(abar) eps -
+    sqrt(1 - abar) x0 (Salimans & Ho 2022) and x0, from alphas_cumprod by hand."""
+    from diffusers import DDPMScheduler
+
+    from benchmark.diffusion.trainer import regression_target
+
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    t = torch.tensor([5, 400, 990])
+    for pred in ("epsilon", "v_prediction", "sample"):
+        sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=pred)
+        a = sched.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
+        s = (1 - sched.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
+        want = {"epsilon": eps, "v_prediction": a * eps - s * x0, "sample": x0}[pred]
+        assert torch.allclose(regression_target(sched, x0, eps, t), want, atol=1e-5)
+    sched = DDPMScheduler(prediction_type="epsilon")
+    sched.register_to_config(prediction_type="flow")
+    with pytest.raises(ValueError, match="unsupported prediction type 'flow'"):
+        regression_target(sched, x0, eps, t)
 
 
 # -- samplers (cbrs, sqrs) ----------------------------------------------------------------

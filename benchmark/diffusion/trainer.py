@@ -258,6 +258,8 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
     * eps-prediction: ``w_t = min(SNR(t), gamma) / SNR(t)``
     * v-prediction:   ``w_t = min(SNR(t), gamma) / (SNR(t) + 1)``
 
+    * x0 (``sample``) prediction: ``w_t = min(SNR(t), gamma)``
+
     i.e. the x0-space weight min(SNR, gamma) expressed for the target the model predicts.
     It caps the weight of low-noise timesteps, whose gradients conflict with the others and
     slow convergence.
@@ -268,7 +270,29 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
     capped = torch.clamp(snr, max=gamma)
     if scheduler.config.prediction_type == "v_prediction":
         return capped / (snr + 1)
+    if scheduler.config.prediction_type == "sample":
+        return capped
     return torch.where(snr > 0, capped / snr.clamp(min=torch.finfo(snr.dtype).tiny), 1.0)
+
+
+#: The UNet targets the trainer supports (``BackboneSpec.prediction_type``).
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def regression_target(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+                      ) -> torch.Tensor:
+    """The UNet's regression target for x0 noised as x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t)
+    eps: eps (``epsilon``), v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (``v_prediction``,
+    Salimans & Ho 2022) or x0 itself (``sample``), by ``scheduler.config.prediction_type``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    if kind == "sample":
+        return x0
+    raise ValueError(f"unsupported prediction type {kind!r}; expected one of "
+                     f"{', '.join(PREDICTION_TYPES)}")
 
 
 def _seed_of(*parts: int) -> int:
@@ -462,12 +486,7 @@ class DiffusionTrainer:
         cond = d.class_embeddings[cls].clone()
         cond[dropped] = d.uncond_embedding[0]
         noisy = sched.add_noise(x0, noise, t)
-        if sched.config.prediction_type == "epsilon":
-            target = noise
-        elif sched.config.prediction_type == "v_prediction":
-            target = sched.get_velocity(x0, noise, t)
-        else:
-            raise ValueError(f"unsupported prediction type {sched.config.prediction_type!r}")
+        target = regression_target(sched, x0, noise, t)
         to = lambda x: x.to(device)  # noqa: E731
         lw = min_snr_weights(sched, t, self.cfg.snr_gamma) if self.cfg.snr_gamma > 0 else None
         return StepBatch(

@@ -28,18 +28,7 @@ from benchmark.diffusion import (
     draw_other_classes,
     output_gradient_norm,
 )
-
-
-def regression_target(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
-                      ) -> torch.Tensor:
-    """The UNet's regression target for x0 noised with ``noise`` at ``t``: the noise
-    (epsilon prediction) or the velocity (v prediction), as the trainer's."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(x0, noise, t)
-    raise ValueError(f"unsupported prediction type {kind!r}")
+from benchmark.diffusion.trainer import regression_target
 
 
 class BaseStage(TrainingHooks):
