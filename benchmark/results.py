@@ -131,6 +131,11 @@ def device_info(device: str) -> dict[str, Any]:
     }
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    else:
+        # whether a profile's bf16 mixed precision runs here (else float32)
+        from .diffusion.trainer import cpu_bf16_supported
+
+        info["cpu_bf16"] = cpu_bf16_supported()
     return info
 
 

@@ -46,6 +46,12 @@ class BackboneSpec:
             (Salimans & Ho, 2022; stable at the cosine schedule's high noise levels, where an
             epsilon model's x0 estimate explodes with few sampling steps), ``"epsilon"`` or
             ``"sample"`` (x0 prediction).
+        snr_shift: multiplies the signal-to-noise ratio of every training timestep of a
+            from-scratch model, SNR'(t) = snr_shift * SNR(t), i.e. log-SNR shifted by
+            log(snr_shift) (the "shifted schedule" of Hoogeboom et al., 2023, simple diffusion,
+            there with a factor < 1 for large images). A factor k^2 is the schedule that data
+            scaled by k would see: images of low contrast (the skin phantom's lesions) keep
+            their structure to higher timesteps. 1.0 = the plain ``beta_schedule``.
         pretrained: whether the weights come from ``pretrained`` (paper) or random init.
     """
 
@@ -58,6 +64,7 @@ class BackboneSpec:
     text: dict[str, Any] = field(default_factory=dict)
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
+    snr_shift: float = 1.0
     pretrained: bool = False
 
     @classmethod
@@ -125,6 +132,9 @@ class DiffusionSettings:
         guidance_scale: classifier-free guidance scale.
         sample_batch_size: images per sampling batch.
         snr_gamma: min-SNR-gamma loss weighting (Hang et al., 2023; 0 = off, plain MSE).
+        snr_floor: floor of the same x0-space weight (1 = the truncated-SNR weighting
+            max(SNR, 1) of Salimans & Ho, 2022; 0 = off); see
+            :func:`benchmark.diffusion.trainer.min_snr_weights`.
         pretrained: weights to start from (a local folder or a hub id in the local cache);
             only the ``paper`` profile has one.
     """
@@ -145,6 +155,7 @@ class DiffusionSettings:
     guidance_scale: float
     sample_batch_size: int
     snr_gamma: float = 0.0
+    snr_floor: float = 0.0
     pretrained: str | None = None
 
     @classmethod

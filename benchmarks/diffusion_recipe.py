@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/diffusion_recipe.py [--task phantom-cxr-finding] [--profile cpu]
         [--steps 1000] [--eval-every 250] [--budget-s SECONDS] [--n-eval 400]
-        [--fid {never,end,always}] [--guidance 2.0,3.0] [--set KEY=VALUE ...]
+        [--fid {never,end,always}] [--guidance 2.0,3.0] [--sample-steps 10,20]
+        [--set KEY=VALUE ...]
         [--unet KEY=JSON ...] [--compare-plain STEPS] [--tag NAME] [--jsonl FILE]
     python benchmarks/diffusion_recipe.py --plot FILE.jsonl [--png OUT.png]
         [--idle-images-per-s 107]
@@ -59,6 +60,7 @@ from benchmark.diffusion import (
     build_backbone,
     build_train_data,
 )
+from benchmark.diffusion.trainer import effective_precision
 from benchmark.evaluation import seeded_subset
 from benchmark.generators import allocate
 from benchmark.metrics import fid
@@ -106,8 +108,12 @@ def _adherence_line(adh: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
 
 def plain_loop_seconds(unet, data, sched, batch: int, steps: int, lr: float,
-                       ema_decay: float) -> list[float]:
-    """Seconds per step of diffusers' example training loop on ``unet`` (a copy is trained)."""
+                       ema_decay: float, precision: str = "no") -> list[float]:
+    """Seconds per step of diffusers' example training loop on ``unet`` (a copy is trained),
+    its forward pass under the same autocast as our trainer's (``precision``, the effective
+    mixed precision)."""
+    import contextlib
+
     from diffusers.training_utils import EMAModel
 
     unet = copy.deepcopy(unet).train()
@@ -125,7 +131,10 @@ def plain_loop_seconds(unet, data, sched, batch: int, steps: int, lr: float,
         noisy = sched.add_noise(x0, noise, t)
         target = (noise if sched.config.prediction_type == "epsilon"
                   else sched.get_velocity(x0, noise, t))
-        pred = unet(noisy, t, encoder_hidden_states=cond).sample
+        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+                    else contextlib.nullcontext())
+        with autocast:
+            pred = unet(noisy, t, encoder_hidden_states=cond).sample
         loss = torch.nn.functional.mse_loss(pred.float(), target.float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -186,6 +195,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--n-eval", type=int, default=400)
     ap.add_argument("--fid", choices=("never", "end", "always"), default="end")
     ap.add_argument("--guidance", default=None, help="comma-separated guidance scales")
+    ap.add_argument("--sample-steps", default=None,
+                    help="comma-separated sampler step counts (default: the profile's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--unet", action="append", default=[], metavar="KEY=JSON")
     ap.add_argument("--text", action="append", default=[], metavar="KEY=JSON",
@@ -232,6 +243,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     gen.resolved = gen.resolve(prof)
     guidance = ([float(x) for x in args.guidance.split(",")] if args.guidance
                 else [float(gen.resolved["guidance_scale"])])
+    sample_steps = ([int(x) for x in args.sample_steps.split(",")] if args.sample_steps
+                    else [int(gen.resolved["sample_steps"])])
     data_all = load_task_data(task, prof)
     train, test = split(data_all, "train"), split(data_all, "test")
     real = seeded_subset(test, prof.eval_real, args.seed)
@@ -260,19 +273,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     settings = {"task": args.task, "profile": args.profile, "method": args.method,
                 "tag": args.tag, "train": cfg.as_dict(), "unet": spec.unet, "text": spec.text,
                 "spec": {k: v for k, v in spec.as_dict().items() if k not in ("unet", "text")},
+                "precision": effective_precision(cfg.mixed_precision, "cpu"),
                 "unet_params": n_params, "sample": {k: gen.resolved[k] for k in (
                     "sampler", "sample_steps", "sample_batch_size")}}
     print(f"# {args.method} on {args.task}, profile {args.profile} + {options} unet "
           f"{unet_over} text {text_over}; UNet {n_params / 1e6:.2f}M params; "
           f"{len(data)} training images "
           f"(encoded in {encode_s:.1f} s); torch threads {torch.get_num_threads()}; "
+          f"precision {effective_precision(cfg.mixed_precision, 'cpu')}; "
           f"load {_load()}", flush=True)
 
     plain = None
     if args.compare_plain:
         plain = plain_loop_seconds(backbone.unet, data, backbone.noise_scheduler,
                                    cfg.batch_size, args.compare_plain + 2, cfg.lr,
-                                   cfg.ema_decay)[2:]
+                                   cfg.ema_decay,
+                                   effective_precision(cfg.mixed_precision, "cpu"))[2:]
 
     budget = round(prof.synthetic_ratio * len(train))
     plan = allocate(train, task, min(args.n_eval, budget) if args.n_eval else budget,
@@ -299,8 +315,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         training_unet = backbone.unet
         backbone.unet = result.unet
         last = done >= cfg.steps or (args.budget_s is not None and train_s >= args.budget_s)
-        for w in guidance:
+        for w, n_steps in [(w, n) for w in guidance for n in sample_steps]:
             gen.resolved["guidance_scale"] = w
+            gen.resolved["sample_steps"] = n_steps
             s0 = time.perf_counter()
             synthetic = gen.sample(plan)
             sample_s = time.perf_counter() - s0
@@ -315,6 +332,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 confusion.setdefault(want, {}).setdefault(got, 0)
                 confusion[want][got] += 1
             row = {"settings": settings, "step": done, "guidance_scale": w,
+                   "sample_steps": n_steps,
                    "train_s": round(train_s, 1), "s_per_step": round(step_s, 4),
                    "train_images_per_s": round(cfg.batch_size * cfg.grad_accum / step_s, 2),
                    "sample_images_per_s": round(len(synthetic) / sample_s, 2),
@@ -327,7 +345,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 f_syn = inception.extract([np.asarray(im.convert(mode))
                                            for im in synthetic["image"]], progress=False)
                 row["fid"] = fid(f_real, f_syn)
-            print(f"step {done:5d} w={w:g}: {adh_text}; fd_oracle {row['fd_oracle']:.1f}"
+            print(f"step {done:5d} w={w:g} n={n_steps}: {adh_text}; "
+                  f"fd_oracle {row['fd_oracle']:.1f}"
                   + (f"; FID {row['fid']:.1f}" if "fid" in row else "")
                   + f" | train {row['train_images_per_s']:.1f} img/s ({step_s:.3f} s/step), "
                   f"sample {row['sample_images_per_s']:.1f} img/s, loss {row['loss']:.4f}, "
@@ -335,7 +354,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             if args.grid:
                 Path(args.grid).mkdir(parents=True, exist_ok=True)
                 sample_grid(synthetic, task, Path(args.grid) /
-                            f"{args.tag or 'run'}-step{done:05d}-w{w:g}.png", per_cell=2)
+                            f"{args.tag or 'run'}-step{done:05d}-w{w:g}-n{n_steps}.png",
+                            per_cell=2)
             print("  requested -> read: " + "; ".join(
                 f"{want}: " + ", ".join(f"{g} {n}" for g, n in sorted(got.items(),
                                                                      key=lambda x: -x[1]))

@@ -289,10 +289,36 @@ def build_backbone(spec: str | BackboneSpec | Mapping[str, Any], *, image_channe
     finally:
         torch.random.set_rng_state(gen_state)
     tokenizer = build_clip_tokenizer(spec.max_tokens)
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule=spec.beta_schedule,
-                          prediction_type=spec.prediction_type, clip_sample=False)
+    sched = training_scheduler(spec)
     text_encoder.requires_grad_(False).eval()
     return Backbone(spec, unet, text_encoder, tokenizer, codec, sched)
+
+
+def shifted_betas(alphas_cumprod: torch.Tensor, snr_shift: float) -> torch.Tensor:
+    """Betas of the schedule whose SNR is ``snr_shift`` times that of ``alphas_cumprod``.
+
+    With SNR(t) = abar_t / (1 - abar_t), SNR'(t) = s SNR(t) gives
+    abar'_t = s abar_t / (1 + (s - 1) abar_t), and beta'_t = 1 - abar'_t / abar'_{t-1}
+    (abar'_{-1} = 1): the schedule diffusers' schedulers read from ``trained_betas``."""
+    a = alphas_cumprod.double()
+    shifted = snr_shift * a / (1 + (snr_shift - 1) * a)
+    prev = torch.cat([torch.ones(1, dtype=shifted.dtype), shifted[:-1]])
+    return (1 - shifted / prev).float()
+
+
+def training_scheduler(spec: BackboneSpec) -> DDPMScheduler:
+    """The ``DDPMScheduler`` of a from-scratch backbone: ``spec.beta_schedule`` over 1,000
+    timesteps, its SNR multiplied by ``spec.snr_shift`` (:func:`shifted_betas`) when that is
+    not 1, predicting ``spec.prediction_type``."""
+    if not spec.snr_shift > 0:
+        raise ValueError(f"snr_shift must be > 0 (1 = no shift), got {spec.snr_shift!r}")
+    kwargs: dict[str, Any] = dict(num_train_timesteps=1000, beta_schedule=spec.beta_schedule,
+                                  prediction_type=spec.prediction_type, clip_sample=False)
+    if spec.snr_shift != 1.0:
+        base = DDPMScheduler(**kwargs)
+        kwargs["trained_betas"] = shifted_betas(base.alphas_cumprod,
+                                                spec.snr_shift).tolist()
+    return DDPMScheduler(**kwargs)
 
 
 def _load_stable_diffusion(spec: BackboneSpec, pretrained: str | None) -> Backbone:

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 
 _TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "lr", "lr_schedule", "warmup_steps",
                "ema_decay", "mixed_precision", "gradient_checkpointing", "checkpoint_every",
-               "snr_gamma")
+               "snr_gamma", "snr_floor")
 _SAMPLE_KEYS = ("sampler", "sample_steps", "guidance_scale", "sample_batch_size")
 _POSITIVE = ("steps", "batch_size", "grad_accum", "checkpoint_every", "sample_steps",
              "sample_batch_size")
@@ -232,6 +232,7 @@ class DiffusionGenerator(Generator, TrainingHooks):
                                guidance_scale=r["guidance_scale"], sampler=r["sampler"],
                                batch_size=r["sample_batch_size"], device=self.device,
                                cache_dir=self.sample_cache, progress=self.progress,
+                               mixed_precision=r["mixed_precision"],
                                **self.sampling_inputs(plan))
         return self.plan_dataset(plan, pixels)
 

@@ -238,7 +238,8 @@ class FairGen(DiffusionGenerator):
         self.backbone = build_backbone(r["backbone"], image_channels=ctx.task.channels,
                                        pretrained=r["pretrained"], seed=ctx.seed)
         data = build_train_data(self.backbone, train, ctx.task, prompt_style=r["prompt_style"],
-                                device=ctx.device, progress=self.progress)
+                                device=ctx.device, progress=self.progress,
+                               mixed_precision=r["mixed_precision"])
         trainer = DiffusionTrainer(self.backbone, data, self.train_config(ctx.seed), work,
                                    hooks=BaseStage(r), progress=self.progress)
         result = trainer.train()
@@ -283,7 +284,8 @@ class FairGen(DiffusionGenerator):
         pixels = sample_images(self.backbone, prompts, seed=ctx.seed + 7919,
                                steps=r["sample_steps"], guidance_scale=r["guidance_scale"],
                                sampler=r["sampler"], batch_size=r["sample_batch_size"],
-                               device=ctx.device, progress=self.progress)
+                               device=ctx.device, progress=self.progress,
+                               mixed_precision=r["mixed_precision"])
         images = [tensor_to_image(torch.from_numpy(px).float() / 127.5 - 1,
                                   channels=task.channels, size=task.image_size) for px in pixels]
         paths = []

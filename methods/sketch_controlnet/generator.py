@@ -256,7 +256,8 @@ class SketchControlNet(DiffusionGenerator):
                                batch_size=r["sample_batch_size"], device=self.device,
                                cache_dir=self.sample_cache, progress=self.progress,
                                controls=controls or None,
-                               conditioning_scale=r["conditioning_scale"])
+                               conditioning_scale=r["conditioning_scale"],
+                               mixed_precision=r["mixed_precision"])
         ds = self.plan_dataset(plan, pixels)
         self.timings["sample_s"] = round(time.perf_counter() - t0, 3)
         if self.work_dir is not None and len(ds):
