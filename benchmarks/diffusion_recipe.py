@@ -7,8 +7,7 @@ Usage::
         [--fid {never,end,always}] [--guidance 2.0,3.0] [--sample-steps 10,20]
         [--set KEY=VALUE ...]
         [--unet KEY=JSON ...] [--compare-plain STEPS] [--tag NAME] [--jsonl FILE]
-    python benchmarks/diffusion_recipe.py --plot FILE.jsonl [--png OUT.png]
-        [--idle-images-per-s 107]
+    python benchmarks/diffusion_recipe.py --plot FILE.jsonl [--png OUT.png] [--tags A,B]
 
 Trains the profile's diffusion backbone (``profile.diffusion.backbone``, with ``--unet``
 overrides of its ``UNet2DConditionModel`` keyword arguments) on the task's training split with
@@ -33,9 +32,9 @@ diffusers ``EMAModel`` step) on the same model and batch, and prints the ratio.
 
 Quality per optimizer step does not depend on machine load; timings do: report ``uptime``
 beside them. ``--jsonl`` appends one JSON line per checkpoint (settings + figures).
-``--plot`` draws finding adherence and fd_oracle of every tagged run in such a file against
-training time on two idle cores, estimated as images seen / ``--idle-images-per-s`` (the
-measured idle trainer throughput; timings under load are not comparable).
+``--plot`` draws finding adherence and fd_oracle of the runs in such a file (``--tags``: only
+these) against the images seen in training, one row per task (timings under load are not
+comparable; the idle trainer's throughput converts images to seconds).
 """
 
 from __future__ import annotations
@@ -146,41 +145,46 @@ def plain_loop_seconds(unet, data, sched, batch: int, steps: int, lr: float,
     return times
 
 
-def plot(jsonl: str, png: str, idle_images_per_s: float) -> None:
-    """Adherence and fd_oracle against estimated idle training time, one line per tag and
-    guidance scale."""
+def plot(jsonl: str, png: str, tags: list[str] | None = None) -> None:
+    """Finding adherence and fd_oracle against images seen in training, one row of two panels
+    per task, one line per tag, guidance scale and evaluation plan (``n`` images)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for line in Path(jsonl).read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            runs.setdefault(f"{r['settings']['tag']} w={r['guidance_scale']:g}", []).append(r)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, rows in sorted(runs.items()):
-        rows.sort(key=lambda r: r["step"])
-        tr = rows[0]["settings"]["train"]
-        x = [r["step"] * tr["batch_size"] * tr["grad_accum"] / idle_images_per_s for r in rows]
-        ax1.plot(x, [r["adherence"]["finding"] for r in rows], "o-", label=name)
-        ax2.plot(x, [r["fd_oracle"] for r in rows], "o-", label=name)
-    # reference points measured before this search (RESULTS.md / OFFLINE.md, 2026-12-01): the
-    # old cpu default (600 steps, batch 32, five baselines: ranges) and the same at 2,000 steps
-    ref_x = [600 * 32 / idle_images_per_s, 2000 * 32 / idle_images_per_s]
-    ax1.errorbar(ref_x, [0.09, 0.87], yerr=[[0.07, 0], [0.07, 0]], fmt="ks", ms=5,
-                 label="old default, 600 / 2,000 steps (2026-12-01)")
-    ax2.errorbar(ref_x, [96.5, 46.6], yerr=[[5.5, 0], [5.5, 0]], fmt="ks", ms=5)
-    ax1.axhline(0.6, color="grey", ls="--", lw=0.8)
-    ax2.axhline(60, color="grey", ls="--", lw=0.8)
-    ax1.set(xlabel=f"training time on 2 idle cores, s (images seen / {idle_images_per_s:g})",
-            ylabel="finding adherence (oracle)", ylim=(0, 1))
-    ax2.set(xlabel=ax1.get_xlabel(), ylabel="fd_oracle (lower is better)", yscale="log")
-    ax1.legend(fontsize=7)
-    fig.suptitle("cpu-profile diffusion recipes, phantom-cxr-finding")
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        tag = r["settings"]["tag"]
+        if tags and tag not in tags:
+            continue
+        name = f"{tag} w={r['guidance_scale']:g} n={r['n_synthetic']}"
+        runs.setdefault(r["settings"]["task"], {}).setdefault(name, []).append(r)
+    if not runs:
+        raise SystemExit(f"{jsonl}: no rows" + (f" with tags {tags}" if tags else ""))
+    fig, axes = plt.subplots(len(runs), 2, figsize=(13, 4.6 * len(runs)), squeeze=False)
+    for (task, by_name), (ax1, ax2) in zip(sorted(runs.items()), axes, strict=True):
+        for name, rows in sorted(by_name.items()):
+            rows.sort(key=lambda r: r["step"])
+            tr = rows[0]["settings"]["train"]
+            x = [r["step"] * tr["batch_size"] * tr["grad_accum"] / 1000 for r in rows]
+            style = "o-" if rows[0]["settings"].get("precision") == "bf16" else "s--"
+            ax1.plot(x, [r["adherence"]["finding"] for r in rows], style, label=name)
+            ax2.plot(x, [r["fd_oracle"] for r in rows], style, label=name)
+        ax1.axhline(0.6 if "cxr" in task else 0.5, color="grey", ls="--", lw=0.8)
+        ax2.axhline(60, color="grey", ls="--", lw=0.8)
+        ax1.set(xlabel="images seen in training (thousands)", ylim=(0, 1),
+                ylabel="finding adherence (oracle)", title=task)
+        ax2.set(xlabel=ax1.get_xlabel(), ylabel="fd_oracle (lower is better)", yscale="log",
+                title=task)
+        ax1.legend(fontsize=6)
+    fig.suptitle("cpu-profile diffusion recipes (solid: bf16, dashed: float32; 2 idle cores "
+                 "train ~110 / ~94 images/s)")
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=100)
     print(f"wrote {png}")
 
 
@@ -212,10 +216,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--work", default=None, help="training folder (default: a temporary one)")
     ap.add_argument("--plot", default=None, metavar="JSONL")
     ap.add_argument("--png", default="benchmarks/diffusion_recipe.png")
-    ap.add_argument("--idle-images-per-s", type=float, default=107.0)
+    ap.add_argument("--tags", default=None, help="with --plot: comma-separated tags to draw")
     args = ap.parse_args(argv)
     if args.plot:
-        plot(args.plot, args.png, args.idle_images_per_s)
+        plot(args.plot, args.png, args.tags.split(",") if args.tags else None)
         return []
 
     task = TASKS.get(args.task)

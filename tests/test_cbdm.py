@@ -51,6 +51,26 @@ def test_tau_and_gamma_scale_their_terms():
     assert float(out.total) == pytest.approx(2.25)
 
 
+def test_timestep_loss_weights_scale_every_term_of_a_sample():
+    # m = [2, 4]: ddpm per sample [0.5, 0.5] -> mean(1.0, 2.0) = 1.5
+    # regulariser = commitment = mean(2 * 0.5 * 0.5, 4 * 0.25 * 2.5) = mean(0.5, 2.5) = 1.5
+    # total = 1.5 + 1.5 + 0.25 * 1.5 = 3.375 (the ratio of the regulariser to the DDPM term
+    # of each sample, w_b t/T, is unchanged)
+    pred, other, target, t = _tensors()
+    out = cbdm_loss(pred, other, target, t, num_train_timesteps=T,
+                    timestep_loss_weights=torch.tensor([2.0, 4.0]))
+    assert float(out.ddpm) == pytest.approx(1.5)
+    assert float(out.regulariser) == pytest.approx(1.5)
+    assert float(out.commitment) == pytest.approx(1.5)
+    assert float(out.total) == pytest.approx(3.375)
+    ones = cbdm_loss(pred, other, target, t, num_train_timesteps=T,
+                     timestep_loss_weights=torch.ones(2))
+    assert float(ones.total) == pytest.approx(1.046875)  # = no weights
+    with pytest.raises(ValueError, match="timestep_loss_weights"):
+        cbdm_loss(pred, other, target, t, num_train_timesteps=T,
+                  timestep_loss_weights=torch.ones(3))
+
+
 def test_dropped_conditions_get_no_regulariser_but_count_in_the_mean():
     # sample 1 dropped: regulariser = (0.25 + 0) / 2 = 0.125; total = 0.5 + 0.125 + 0.03125
     pred, other, target, t = _tensors()

@@ -122,6 +122,7 @@ def cbdm_loss(
     gamma: float = DEFAULT_GAMMA,
     conditioned: torch.Tensor | None = None,
     other_rows: torch.Tensor | None = None,
+    timestep_loss_weights: torch.Tensor | None = None,
 ) -> CBDMLoss:
     """The CBDM objective for one batch.
 
@@ -141,6 +142,15 @@ def cbdm_loss(
             The regulariser and commitment are averaged over those k rows only: for a
             uniformly random subset this is an unbiased estimate of the full-batch mean (the
             DDPM loss still averages over the whole batch). None: every row (the paper's form).
+        timestep_loss_weights: optional per-sample weights m (B,) of the training stack's
+            timestep weighting (``StepBatch.loss_weights``, e.g. clamp(SNR, 1, 20) in x0
+            space at the cpu profile). They multiply all three terms of each sample:
+            mean_i m_i ||f_i - target_i||^2 + mean_i m_i w_i ||f_i - sg f'_i||^2 + ...
+            The paper's terms live in eps space; any other target (v, x0) is eps times a
+            factor of t alone, which scales the three terms of a sample alike, so at every t
+            the ratio of the regulariser to the DDPM term stays the paper's tau t / T, and m
+            only sets how much each timestep counts overall (as it does for every method's
+            DDPM term). None: all ones.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have one shape, got {tuple(pred.shape)} and "
@@ -164,7 +174,15 @@ def cbdm_loss(
                              f"{tuple(conditioned.shape)}")
         w = w * conditioned.to(device=pred.device, dtype=w.dtype)
     pred32, other32 = pred.float(), pred_other.float()
-    ddpm = ((pred32 - target.float()) ** 2).mean()
+    m = None
+    if timestep_loss_weights is not None:
+        if timestep_loss_weights.shape != (pred.shape[0],):
+            raise ValueError(f"timestep_loss_weights must have shape ({pred.shape[0]},), got "
+                             f"{tuple(timestep_loss_weights.shape)}")
+        m = timestep_loss_weights.to(device=pred.device, dtype=torch.float32)
+        w = w * m
+    per_ddpm = _per_sample_mean((pred32 - target.float()) ** 2)
+    ddpm = (per_ddpm if m is None else m * per_ddpm).mean()
     if other_rows is not None:
         rows = other_rows.to(pred.device)
         pred32, w = pred32[rows], w[rows]
@@ -294,7 +312,9 @@ def class_balancing_step(batch, other: torch.Tensor, *, fraction: float = 1.0,
     on [own conditions; other classes' conditions]. With ``fraction`` < 1 only a uniformly
     random share of the rows (at least one, drawn from the batch's generator) gets the
     other-class prediction (``other_rows`` of :func:`cbdm_loss`). Samples whose prompt was
-    dropped get no regulariser. Returns the loss and the own-condition prediction."""
+    dropped get no regulariser. The batch's timestep loss weights (``loss_weights``) weigh
+    every term as the stack's DDPM loss does. Returns the loss and the own-condition
+    prediction."""
     n = batch.timesteps.shape[0]
     other = other.to(batch.class_ids.device)
     rows = None
@@ -309,5 +329,6 @@ def class_balancing_step(batch, other: torch.Tensor, *, fraction: float = 1.0,
     pred, pred_other = both[:n], both[n:]
     out = cbdm_loss(pred, pred_other, batch.target, batch.timesteps,
                     num_train_timesteps=batch.num_train_timesteps, tau=tau, gamma=gamma,
-                    conditioned=~batch.dropped, other_rows=rows)
+                    conditioned=~batch.dropped, other_rows=rows,
+                    timestep_loss_weights=batch.loss_weights)
     return out, pred

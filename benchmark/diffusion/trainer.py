@@ -219,6 +219,14 @@ class StepBatch:
         t = self.target if target is None else target
         return (pred.float() - t.float()).pow(2).flatten(1).mean(1)
 
+    def timestep_weighted(self, per_sample: torch.Tensor) -> torch.Tensor:
+        """``per_sample`` (B,) times the batch's timestep loss weights (``loss_weights``; as
+        is when there are none): what a method's own DDPM term averages, so that every
+        method weighs timesteps as the stack's default loss does."""
+        if self.loss_weights is None:
+            return per_sample
+        return self.loss_weights.to(per_sample) * per_sample
+
 
 class TrainingHooks:
     """The extension point of :class:`DiffusionTrainer` (see the module docstring).
@@ -241,7 +249,7 @@ class TrainingHooks:
         pred = batch.predict(batch.noisy_latents, batch.timesteps, batch.cond)
         per = batch.per_sample_mse(pred)
         w = self.sample_weights(batch, per.detach())
-        weighted = per if batch.loss_weights is None else batch.loss_weights.to(per) * per
+        weighted = batch.timestep_weighted(per)
         loss = weighted.mean() if w is None else (w.to(per) * weighted).mean()
         return LossOutput(loss, per.detach(), {})
 

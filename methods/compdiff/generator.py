@@ -145,7 +145,7 @@ class CompDiff(DiffusionGenerator):
         pred = b.predict(batch.noisy_latents, batch.timesteps, batch.cond)
         hcn.use_generator(None)
         per = batch.per_sample_mse(pred)
-        mse = per.mean()
+        mse = batch.timestep_weighted(per).mean()  # the stack's timestep weights, if any
         t, hcn.last_losses = hcn.last_losses, {}  # (no graph kept on the module: EMA copies it)
         kl_scale = min(1.0, batch.step / r["kl_warmup"])
         loss = (mse + kl_scale * r["kl_weight"] * t["kl"] + r["cos_weight"] * t["cos"]

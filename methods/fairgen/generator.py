@@ -238,8 +238,7 @@ class FairGen(DiffusionGenerator):
         self.backbone = build_backbone(r["backbone"], image_channels=ctx.task.channels,
                                        pretrained=r["pretrained"], seed=ctx.seed)
         data = build_train_data(self.backbone, train, ctx.task, prompt_style=r["prompt_style"],
-                                device=ctx.device, progress=self.progress,
-                               mixed_precision=r["mixed_precision"])
+                                device=ctx.device, progress=self.progress)
         trainer = DiffusionTrainer(self.backbone, data, self.train_config(ctx.seed), work,
                                    hooks=BaseStage(r), progress=self.progress)
         result = trainer.train()

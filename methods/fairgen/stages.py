@@ -69,7 +69,7 @@ class BaseStage(TrainingHooks):
         if not c["cbsq"]:
             pred = batch.predict(batch.noisy_latents, batch.timesteps, batch.cond)
             per = batch.per_sample_mse(pred)
-            return per.mean(), per.detach(), {}
+            return batch.timestep_weighted(per).mean(), per.detach(), {}
         assert self._other is not None
         other = draw_other_classes(batch.class_ids, self._other,
                                    distinct=c["cbsq_other"] == "distinct",
