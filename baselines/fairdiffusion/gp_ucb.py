@@ -25,6 +25,9 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
 DEFAULT_KAPPA = 2.0
+#: finite-difference step of the UCB's gradient in the L-BFGS-B refinement (scipy's default
+#: for L-BFGS-B without a Jacobian)
+FD_STEP = 1e-8
 
 
 def fit_gp(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> GaussianProcessRegressor:
@@ -46,6 +49,23 @@ def fit_gp(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> GaussianPr
         warnings.simplefilter("ignore", ConvergenceWarning)
         gp.fit(x, y)
     return gp
+
+
+def neg_ucb_and_grad(ucb):
+    """-UCB and its forward-difference gradient at u (d,) inside the unit box, for L-BFGS-B.
+
+    The same differences as scipy's default 2-point scheme (step ``FD_STEP`` x max(1, |u_i|),
+    taken backwards where a forward step would leave the box), but the d + 1 points go through
+    one GP prediction instead of d + 1 (the refinement was ~0.6 s of Python calls per
+    proposal)."""
+
+    def f(u: np.ndarray) -> tuple[float, np.ndarray]:
+        h = FD_STEP * np.maximum(1.0, np.abs(u))
+        h = np.where(u + h > 1.0, -h, h)
+        v = -ucb(np.vstack([u, u + np.diag(h)]))
+        return float(v[0]), (v[1:] - v[0]) / h
+
+    return f
 
 
 def propose(
@@ -84,7 +104,7 @@ def propose(
     scores = ucb(candidates)
     best_u, best_v = candidates[int(np.argmax(scores))], float(np.max(scores))
     for start in candidates[np.argsort(scores)[::-1][:n_refine]]:
-        res = minimize(lambda u: -float(ucb(u)[0]), start, method="L-BFGS-B",
+        res = minimize(neg_ucb_and_grad(ucb), start, jac=True, method="L-BFGS-B",
                        bounds=[(0.0, 1.0)] * d)
         if res.success and -res.fun > best_v:
             best_u, best_v = np.clip(res.x, 0.0, 1.0), float(-res.fun)
