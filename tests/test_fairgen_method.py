@@ -154,6 +154,8 @@ def test_options_and_variants():
     assert r["dpo_lr"] == pytest.approx(r["lr"] / 10)
     p = FairGen().resolve(PROFILES.get("paper"))
     assert (p["dpo_beta"], p["dpo_lr"]) == (5000.0, p["lr"])
+    c = FairGen().resolve(PROFILES.get("cpu"))  # measured on the cpu (x0) base: see the card
+    assert (c["dpo_beta"], c["dpo_lr"]) == (5000.0, 1e-5)
     assert FairGenAsCoded().resolve(PROFILES.get("smoke"))["dpo_beta"] == 0.5
     assert FairGen({"dpo": "as-coded"}).resolve(PROFILES.get("cpu"))["dpo_beta"] == 0.5
     assert FairGen({"dpo_beta": 7.0}).resolve(PROFILES.get("cpu"))["dpo_beta"] == 7.0

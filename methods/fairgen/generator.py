@@ -74,9 +74,9 @@ CBSQ_OTHER_CHOICES = ("distinct", "uniform")
 DPO_BETA = {"diffusion-dpo": 5000.0, "as-coded": 0.5}
 #: Diffusion-DPO's beta at the small pixel-space profiles, with the preference stage's lr a
 #: tenth of the stack's (measured at smoke size with ``benchmarks/fairgen_dpo_beta.py``; the
-#: method card has the figures; cpu and gpu carry the smoke value over, see the card): at
-#: beta 5000 and the stack's lr the policy runs away from the reference (the DPO loss ends
-#: near 10 at smoke).
+#: method card has the figures; gpu carries the smoke value over, see the card): at beta
+#: 5000 and the stack's lr the policy runs away from the reference (the DPO loss ends near
+#: 10 at smoke). The cpu profile (x0 prediction) has its own measured row.
 SMALL_DPO_BETA = 500.0
 
 
@@ -90,17 +90,21 @@ def _betas(diffusion_dpo: float) -> dict[str, float]:
 #: cbsq_fraction as CBDM's regulariser_fraction (a quarter of each micro-batch gets the
 #: second UNet call at the small profiles, for the time budget; the full batch at gpu/paper).
 #: ``dpo_beta`` is a mapping preference loss -> beta here (:meth:`FairGen.resolve` takes the
-#: run's ``dpo``); ``dpo_lr`` a tenth of the profile's lr at smoke/cpu/gpu, the stack's lr
-#: (None) at paper, which keeps the published values.
+#: run's ``dpo``); ``dpo_lr`` a tenth of the profile's lr at smoke/gpu, a hundredth at cpu
+#: (measured), the stack's lr (None) at paper, which keeps the published values.
 FAIRGEN_PROFILE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     # smoke breaks score ties by the oracle's p(y | x): its 30-step base model is noise, the
     # oracle reads every candidate as one finding and the 0/1/2 scores tie in every cell
     "smoke": dict(dpo_steps=4, dpo_batch_size=4, candidates=4, max_pairs_per_prompt=2,
                   cbsq_fraction=0.25, ga_window=5, dpo_beta=_betas(SMALL_DPO_BETA),
                   dpo_lr=2e-4, tie_break="confidence"),
+    # cpu (x0 prediction since 2026-12-07): measured on the cpu base of phantom-cxr-fairgen
+    # (benchmarks/fairgen_dpo_beta.py, the card): at lr 1e-4 every beta >= 50 drifts (the
+    # winners' MSE up 0.013-0.021, the base loss x3); at 1e-5 the published 5000 learns
+    # (DPO loss 0.33 on all pairs) with the winners' MSE unchanged
     "cpu": dict(dpo_steps=60, dpo_batch_size=8, candidates=8, max_pairs_per_prompt=4,
-                cbsq_fraction=0.25, ga_window=20, dpo_beta=_betas(SMALL_DPO_BETA),
-                dpo_lr=1e-4, tie_break="drop"),
+                cbsq_fraction=0.25, ga_window=20, dpo_beta=_betas(DPO_BETA["diffusion-dpo"]),
+                dpo_lr=1e-5, tie_break="drop"),
     "gpu": dict(dpo_steps=2000, dpo_batch_size=16, candidates=16, max_pairs_per_prompt=8,
                 cbsq_fraction=1.0, ga_window=50, dpo_beta=_betas(SMALL_DPO_BETA),
                 dpo_lr=2e-5, tie_break="drop"),
