@@ -6,8 +6,8 @@ Usage::
         --metric KEY [--metric KEY ...] [--json OUT.json] [--title TEXT]
 
 Each ``RUN_DIR`` is searched for ``result.json`` records (a sweep's output folder, or one
-run folder per seed); all records of a group must share task, method, profile and config
-apart from the seed (checked: one config hash per seed, the seeds distinct). ``KEY`` is a
+run folder per seed); the records of a group must be one task, method and profile with
+distinct seeds (checked; that they share every other option is the caller's to ensure). ``KEY`` is a
 flat metric name of :func:`benchmark.headline.flatten_metrics` (the names of ``sweep.json``,
 e.g. ``generation.fid``, ``generation.fid_variance[sex]``,
 ``downstream.real+synthetic.dp[sex]``) or one of the names this script adds from the
