@@ -12,7 +12,9 @@ flat metric name of :func:`benchmark.headline.flatten_metrics` (the names of ``s
 e.g. ``generation.fid``, ``generation.fid_variance[sex]``,
 ``downstream.real+synthetic.dp[sex]``) or one of the names this script adds from the
 record's adherence section: ``adherence.finding[ATTR=GROUP]`` and
-``adherence.condition[ATTR=GROUP]`` (per-subgroup oracle adherence).
+``adherence.condition[ATTR=GROUP]`` (per-subgroup oracle adherence), and
+``downstream.saliency_diversity`` (the record's ``metrics.downstream.saliency_diversity
+.mean_score``, the saliency diversity metric's mean over classes).
 
 Every cell is the mean over seeds with its 95% Student-t interval
 (:func:`benchmark.sweep.seed_interval`, the sweep aggregate's definition), printed as a
@@ -43,6 +45,17 @@ def adherence_keys(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def extra_keys(metrics: dict[str, Any]) -> dict[str, float]:
+    """The keys this script adds to :func:`benchmark.headline.flatten_metrics`'s: the
+    per-subgroup adherence (:func:`adherence_keys`) and the saliency diversity metric's
+    mean score (``downstream.saliency_diversity``, when the record has one)."""
+    out = adherence_keys(metrics)
+    sdm = (metrics.get("downstream") or {}).get("saliency_diversity") or {}
+    if sdm.get("mean_score") is not None:
+        out["downstream.saliency_diversity"] = float(sdm["mean_score"])
+    return out
+
+
 def load_group(run_dir: Path) -> list[dict[str, Any]]:
     """The records under ``run_dir``, one per seed, sorted by seed."""
     records = [json.loads(p.read_text()) for p in sorted(run_dir.rglob("result.json"))]
@@ -58,7 +71,7 @@ def load_group(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def summarise(records: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
-    flat = [{**flatten_metrics(r["metrics"]), **adherence_keys(r["metrics"])} for r in records]
+    flat = [{**flatten_metrics(r["metrics"]), **extra_keys(r["metrics"])} for r in records]
     return {"seeds": [r["seed"] for r in records],
             "task": records[0]["task"], "method": records[0]["method"],
             "profile": records[0]["profile"],
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print("|---|" + "---|" * len(labels))
     for m in args.metric:
         digits = 3 if any(x in m for x in ("adherence", "accuracy", "auc", "dp[", "eo[",
-                                           "essp", "es_acc", "nar", "eodds")) else 1
+                                           "essp", "es_acc", "nar", "eodds", "saliency")) else 1
         print(f"| {m} | " + " | ".join(cell(groups[lb]["metrics"][m], digits)
                                        for lb in labels) + " |")
     if args.json:

@@ -145,3 +145,10 @@ def test_runner_stops_with_one_line_when_the_task_has_no_masks(tmp_path):
         check_required_columns(CardiacControlNet, no_mask, TASK)
     with pytest.raises(ValueError, match="have none"):
         check_required_columns(CardiacControlNet, rows.remove_columns("mask"), TASK)
+
+
+def test_cpu_controlnet_trains_half_the_base_steps():
+    cpu = PROFILES.get("cpu")
+    base = GENERATORS.get("sd-finetune")().resolve(cpu)["steps"]
+    r = CardiacControlNet().resolve(cpu)
+    assert (r["steps"], r["min_count"]) == (base // 2, 5) and base == 2400

@@ -104,6 +104,10 @@ def test_profile_defaults_hold_the_papers_preset():
     r = SketchControlNet().resolve(PROFILES.get("paper"))
     assert (r["triplets"], r["lr"], r["batch_size"], r["steps"]) == (10, 1e-5, 1, 2550)
     assert r["start_iteration"] == 100
+    # cpu: the ControlNet trains half the profile's steps; its base keeps the profile's
+    cpu = PROFILES.get("cpu")
+    base = GENERATORS.get("sd-finetune")().resolve(cpu)["steps"]
+    assert SketchControlNet().resolve(cpu)["steps"] == 1200 == base // 2
 
 
 def test_plan_sketches_are_cached_by_all_they_depend_on(tmp_path, monkeypatch):
