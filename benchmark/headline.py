@@ -154,7 +154,8 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     summary), ``generation.<key>_by_group[<grouping>][<group>]`` (one subgroup's value);
     for the headline backbone (the profile's first): ``downstream.<set>.<accuracy|auc>``,
     ``downstream.<set>.<summary>[<attribute>]`` and
-    ``downstream.<set>.accuracy_by_group[<attribute>][<group>]``. A metric the record holds
+    ``downstream.<set>.accuracy_by_group[<attribute>][<group>]`` (and
+    ``balanced_accuracy_by_group`` where the record has it). A metric the record holds
     as undefined is ``None``. What the sweep aggregates and the leaderboard compares.
     """
     out: dict[str, float | None] = {}
@@ -189,4 +190,7 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
                     out[f"{prefix}.{m}[{attr}]"] = summary[m]
             for group, r in (fair.get("by_group") or {}).items():
                 out[f"{prefix}.accuracy_by_group[{attr}][{group}]"] = r.get("accuracy")
+                if "balanced_accuracy" in r:  # records since 2026-12-07
+                    out[f"{prefix}.balanced_accuracy_by_group[{attr}][{group}]"] = \
+                        r["balanced_accuracy"]
     return out

@@ -7,7 +7,7 @@ from fairlearn.metrics import (
     equal_opportunity_difference,
     equalized_odds_difference,
 )
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from benchmark.metrics.fairness import (
     disaggregate,
@@ -157,3 +157,19 @@ def test_bad_input_is_one_clear_error(kwargs, match):
     n = len(kwargs["y_true"])
     with pytest.raises(ValueError, match=match):
         disaggregate(sensitive=["a"] * n, classes=("x", "y"), **kwargs)
+
+
+def test_group_balanced_accuracy_matches_sklearn_and_a_hand_case():
+    y, p, g = _random_case()
+    t = disaggregate(y_true=y, y_score=p, sensitive=list(g), classes=CLASSES3)
+    pred = p.argmax(1)
+    for row in t.groups:
+        m = g == row.group
+        assert row.balanced_accuracy == pytest.approx(balanced_accuracy_score(y[m], pred[m]))
+    # by hand: group "x" has classes a (3 samples, 2 right) and b (1 sample, right), no c:
+    # balanced accuracy (2/3 + 1) / 2 = 5/6 while accuracy is 3/4
+    y = np.array([0, 0, 0, 1])
+    p = np.eye(3)[[0, 0, 1, 1]] * 0.8 + 0.2 / 3
+    (row,) = disaggregate(y_true=y, y_score=p, sensitive=["x"] * 4, classes=CLASSES3,
+                          min_group_size=1).groups
+    assert (row.accuracy, row.balanced_accuracy) == (pytest.approx(0.75), pytest.approx(5 / 6))

@@ -43,7 +43,8 @@ def _metrics(fid, acc, female):
                     "test": {"accuracy": acc, "auc": None},
                     "fairness": {"sex": {"summary": {"dp": 0.1, "worst_group_accuracy": 0.4,
                                                      "groups_used": ["female"]},
-                                         "by_group": {"female": {"accuracy": 0.4}}}}},
+                                         "by_group": {"female": {"accuracy": 0.4,
+                                                                 "balanced_accuracy": 0.3}}}}},
                 "real+synthetic/resnet50": {"test": {"accuracy": 0.99}},
             },
         },
@@ -59,6 +60,7 @@ def test_flatten_metrics_keys_follow_the_headline_grammar():
         "downstream.real+synthetic.dp[sex]": 0.1,
         "downstream.real+synthetic.worst_group_accuracy[sex]": 0.4,
         "downstream.real+synthetic.accuracy_by_group[sex][female]": 0.4,
+        "downstream.real+synthetic.balanced_accuracy_by_group[sex][female]": 0.3,
     }
     for key in ("generation.fid", "generation.es_fid[sex]",
                 "downstream.real+synthetic.worst_group_accuracy[sex]"):

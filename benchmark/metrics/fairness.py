@@ -2,7 +2,9 @@
 
 One disaggregation (:func:`disaggregate`, a fairlearn :class:`~fairlearn.metrics.MetricFrame`
 over the groups of one attribute) computes every per-group number once: size, class counts,
-accuracy, AUC, and per class the selection rate, true-positive rate and false-positive rate.
+accuracy, AUC, balanced accuracy (the mean over the classes present in the group of their
+true-positive rate, as sklearn's ``balanced_accuracy_score``), and per class the selection
+rate, true-positive rate and false-positive rate.
 Every summary (:func:`summarize`) is a few lines over that table:
 
 =================  ==========================================================  ==============
@@ -160,6 +162,7 @@ class GroupRow:
     class_counts: dict[str, int]
     accuracy: float | None
     auc: float | None
+    balanced_accuracy: float | None
     selection_rate: dict[str, float | None]
     tpr: dict[str, float | None]
     fpr: dict[str, float | None]
@@ -207,14 +210,19 @@ def _row(name: str, values: Any, classes: Sequence[str], min_group_size: int | N
         lacking = [f"{c} ({'no positive' if counts[c] == 0 else 'no negative'} sample)"
                    for c in classes if counts[c] in (0, n)]
         auc_reason = "AUC undefined: " + ", ".join(lacking) + f" among {n} samples"
+    tpr = {classes[c]: _none_if_nan(values[f"tpr_{c}"]) for c in range(k)}
+    recalls = [v for v in tpr.values() if v is not None]
     return GroupRow(
         group=name,
         n=n,
         class_counts=counts,
         accuracy=_none_if_nan(values["accuracy"]),
         auc=auc,
+        # balanced accuracy: the mean recall (TPR) over the classes present in the group,
+        # sklearn's balanced_accuracy_score on the group's samples
+        balanced_accuracy=float(np.mean(recalls)) if recalls else None,
         selection_rate={classes[c]: _none_if_nan(values[f"sr_{c}"]) for c in range(k)},
-        tpr={classes[c]: _none_if_nan(values[f"tpr_{c}"]) for c in range(k)},
+        tpr=tpr,
         fpr={classes[c]: _none_if_nan(values[f"fpr_{c}"]) for c in range(k)},
         reason=reason,
         auc_reason=auc_reason,
