@@ -14,7 +14,10 @@ e.g. ``generation.fid``, ``generation.fid_variance[sex]``,
 record's adherence section: ``adherence.finding[ATTR=GROUP]`` and
 ``adherence.condition[ATTR=GROUP]`` (per-subgroup oracle adherence), and
 ``downstream.saliency_diversity`` (the record's ``metrics.downstream.saliency_diversity
-.mean_score``, the saliency diversity metric's mean over classes).
+.mean_score``, the saliency diversity metric's mean over classes); on mask-controlled runs
+``mask_adherence[ATTR=GROUP]`` and ``mask_adherence.real`` (the real images' own level); on
+tasks with repeated-subset FID ``fid_subsets``, ``fid_subsets.real_vs_real`` (means over the
+subsets) and the same per group, ``fid_subsets[ATTR=GROUP]`` (also ``fd_oracle_subsets``).
 
 Every cell is the mean over seeds with its 95% Student-t interval
 (:func:`benchmark.sweep.seed_interval`, the sweep aggregate's definition), printed as a
@@ -53,6 +56,24 @@ def extra_keys(metrics: dict[str, Any]) -> dict[str, float]:
     sdm = (metrics.get("downstream") or {}).get("saliency_diversity") or {}
     if sdm.get("mean_score") is not None:
         out["downstream.saliency_diversity"] = float(sdm["mean_score"])
+    gen = metrics.get("generation") or {}
+    masks = gen.get("mask_adherence") or {}
+    for attr, groups in (masks.get("by_group") or {}).items():
+        for group, v in groups.items():
+            if isinstance(v, dict) and v.get("value") is not None:
+                out[f"mask_adherence[{attr}={group}]"] = float(v["value"])
+    if (masks.get("real") or {}).get("value") is not None:
+        out["mask_adherence.real"] = float(masks["real"]["value"])
+    for space in ("fid", "fd_oracle"):
+        sub = gen.get(f"{space}_subsets") or {}
+        for name, part in (("", sub), *(((f"[{a}={g}]", e) for a, groups in
+                                         (sub.get("by_group") or {}).items()
+                                         for g, e in groups.items()))):
+            # the synthetic-vs-real distance is stored as "fid" in both spaces
+            for kind, key in (("fid", f"{space}_subsets{name}"),
+                              ("real_vs_real", f"{space}_subsets.real_vs_real{name}")):
+                if (part.get(kind) or {}).get("mean") is not None:
+                    out[key] = float(part[kind]["mean"])
     return out
 
 
