@@ -10,6 +10,7 @@ from fairlearn.metrics import (
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from benchmark.metrics.fairness import (
+    balanced_accuracy,
     disaggregate,
     equity_scaled,
     fairness_report,
@@ -173,3 +174,5 @@ def test_group_balanced_accuracy_matches_sklearn_and_a_hand_case():
     (row,) = disaggregate(y_true=y, y_score=p, sensitive=["x"] * 4, classes=CLASSES3,
                           min_group_size=1).groups
     assert (row.accuracy, row.balanced_accuracy) == (pytest.approx(0.75), pytest.approx(5 / 6))
+    assert balanced_accuracy({"a": 2 / 3, "b": 1.0, "c": None}) == pytest.approx(5 / 6)
+    assert balanced_accuracy({"a": None}) is None

@@ -51,7 +51,7 @@ set, not a property of the classifier. Here labels are always ``y_true``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -194,6 +194,15 @@ def _none_if_nan(v: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def balanced_accuracy(tpr: Mapping[str, float | None]) -> float | None:
+    """Balanced accuracy of a group from its per-class true-positive rates: the mean of the
+    defined TPRs (``None`` = the class has no sample in the group), i.e. the mean recall over
+    the classes present, as sklearn's ``balanced_accuracy_score`` on the group's samples
+    (Brodersen et al., ICPR 2010). ``None`` when no class is present."""
+    recalls = [float(v) for v in tpr.values() if v is not None]
+    return float(np.mean(recalls)) if recalls else None
+
+
 def _row(name: str, values: Any, classes: Sequence[str], min_group_size: int | None) -> GroupRow:
     k = len(classes)
     n = int(values["n"])
@@ -211,16 +220,13 @@ def _row(name: str, values: Any, classes: Sequence[str], min_group_size: int | N
                    for c in classes if counts[c] in (0, n)]
         auc_reason = "AUC undefined: " + ", ".join(lacking) + f" among {n} samples"
     tpr = {classes[c]: _none_if_nan(values[f"tpr_{c}"]) for c in range(k)}
-    recalls = [v for v in tpr.values() if v is not None]
     return GroupRow(
         group=name,
         n=n,
         class_counts=counts,
         accuracy=_none_if_nan(values["accuracy"]),
         auc=auc,
-        # balanced accuracy: the mean recall (TPR) over the classes present in the group,
-        # sklearn's balanced_accuracy_score on the group's samples
-        balanced_accuracy=float(np.mean(recalls)) if recalls else None,
+        balanced_accuracy=balanced_accuracy(tpr),
         selection_rate={classes[c]: _none_if_nan(values[f"sr_{c}"]) for c in range(k)},
         tpr=tpr,
         fpr={classes[c]: _none_if_nan(values[f"fpr_{c}"]) for c in range(k)},
