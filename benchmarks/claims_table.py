@@ -20,7 +20,10 @@ every record ``downstream.<set>.balanced_accuracy_by_group[ATTR][GROUP]`` (from 
 per-class TPRs by :func:`benchmark.metrics.fairness.balanced_accuracy`, so older records
 have it too); on tasks with repeated-subset FID ``fid_subsets``,
 ``fid_subsets.real_vs_real`` (means over the subsets) and the same per group,
-``fid_subsets[ATTR=GROUP]`` (also ``fd_oracle_subsets``).
+``fid_subsets[ATTR=GROUP]`` (also ``fd_oracle_subsets``); on tasks with held-out
+intersections ``held_out.fid[POOL]``, ``held_out.fd_oracle[POOL]``,
+``held_out.adherence.finding[POOL]`` and ``held_out.adherence.ATTR[POOL]`` (the oracle reads
+the attribute asked for) for POOL ``held_out`` and ``seen``.
 
 Every cell is the mean over seeds with its 95% Student-t interval
 (:func:`benchmark.sweep.seed_interval`, the sweep aggregate's definition), printed as a
@@ -76,6 +79,17 @@ def extra_keys(metrics: dict[str, Any]) -> dict[str, float]:
                     out[f"downstream.{train_set}.balanced_accuracy_by_group[{attr}][{group}]"] \
                         = balanced_accuracy(r["tpr"])
     gen = metrics.get("generation") or {}
+    held = gen.get("held_out") or {}
+    for pool in ("held_out", "seen"):  # tasks with held-out intersections (CompDiff's)
+        for space in ("fid", "fd_oracle"):
+            if ((held.get(space) or {}).get(pool) or {}).get("value") is not None:
+                out[f"held_out.{space}[{pool}]"] = float(held[space][pool]["value"])
+        adh = (held.get("condition_adherence") or {}).get(pool) or {}
+        if (adh.get("finding") or {}).get("value") is not None:
+            out[f"held_out.adherence.finding[{pool}]"] = float(adh["finding"]["value"])
+        for attr, a in (adh.get("attributes") or {}).items():
+            if a.get("value") is not None:
+                out[f"held_out.adherence.{attr}[{pool}]"] = float(a["value"])
     masks = gen.get("mask_adherence") or {}
     for attr, groups in (masks.get("by_group") or {}).items():
         for group, v in groups.items():
