@@ -21,8 +21,8 @@ low-level metric the method offers offline (``mse``, ``psnr``, ``ssim``; alpha 0
   pixels within 1 px of ink).
 
 A seed's value is the mean over its images; the table gives the mean over seeds with the
-95% Student-t interval (:func:`benchmark.sweep.seed_interval`). CPU only, about 10 s per
-seed and condition at the cpu settings.
+95% Student-t interval (:func:`benchmark.sweep.seed_interval`). CPU only: 20-33 s per seed and
+condition at the cpu settings (24 images, 1 thread beside another run, 2026-12-08).
 """
 
 from __future__ import annotations
