@@ -154,9 +154,11 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     summary), ``generation.<key>_by_group[<grouping>][<group>]`` (one subgroup's value);
     for the headline backbone (the profile's first): ``downstream.<set>.<accuracy|auc>``,
     ``downstream.<set>.<summary>[<attribute>]`` and
-    ``downstream.<set>.accuracy_by_group[<attribute>][<group>]`` (and
-    ``balanced_accuracy_by_group`` where the record has it). A metric the record holds
-    as undefined is ``None``. What the sweep aggregates and the leaderboard compares.
+    ``downstream.<set>.accuracy_by_group[<attribute>][<group>]`` and
+    ``balanced_accuracy_by_group`` (derived from the stored per-class TPRs by
+    :func:`benchmark.metrics.fairness.balanced_accuracy` in records that predate the field).
+    A metric the record holds as undefined is ``None``. What the sweep aggregates and the
+    leaderboard compares.
     """
     out: dict[str, float | None] = {}
     for key, entry in (metrics.get(GENERATION) or {}).items():
@@ -190,7 +192,12 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float | None]:
                     out[f"{prefix}.{m}[{attr}]"] = summary[m]
             for group, r in (fair.get("by_group") or {}).items():
                 out[f"{prefix}.accuracy_by_group[{attr}][{group}]"] = r.get("accuracy")
-                if "balanced_accuracy" in r:  # records since 2026-12-07
+                if "balanced_accuracy" in r:
                     out[f"{prefix}.balanced_accuracy_by_group[{attr}][{group}]"] = \
                         r["balanced_accuracy"]
+                elif r.get("tpr"):  # records before 2026-12-07: the same function, from TPRs
+                    from .metrics.fairness import balanced_accuracy
+
+                    out[f"{prefix}.balanced_accuracy_by_group[{attr}][{group}]"] = \
+                        balanced_accuracy(r["tpr"])
     return out

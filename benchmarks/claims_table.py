@@ -16,9 +16,7 @@ record's adherence section: ``adherence.finding[ATTR=GROUP]`` and
 ``downstream.saliency_diversity`` (the record's ``metrics.downstream.saliency_diversity
 .mean_score``, the saliency diversity metric's mean over classes); on mask-controlled runs
 ``mask_adherence[ATTR=GROUP]`` and ``mask_adherence.real`` (the real images' own level); on
-every record ``downstream.<set>.balanced_accuracy_by_group[ATTR][GROUP]`` (from the stored
-per-class TPRs by :func:`benchmark.metrics.fairness.balanced_accuracy`, so older records
-have it too); on tasks with repeated-subset FID ``fid_subsets``,
+tasks with repeated-subset FID ``fid_subsets``,
 ``fid_subsets.real_vs_real`` (means over the subsets) and the same per group,
 ``fid_subsets[ATTR=GROUP]`` (also ``fd_oracle_subsets``); on tasks with held-out
 intersections ``held_out.fid[POOL]``, ``held_out.fd_oracle[POOL]``,
@@ -38,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.headline import flatten_metrics
-from benchmark.metrics.fairness import balanced_accuracy
 from benchmark.sweep import seed_interval
 
 
@@ -58,26 +55,12 @@ def adherence_keys(metrics: dict[str, Any]) -> dict[str, float]:
 def extra_keys(metrics: dict[str, Any]) -> dict[str, float]:
     """The keys this script adds to :func:`benchmark.headline.flatten_metrics`'s: the
     per-subgroup adherence (:func:`adherence_keys`) and the saliency diversity metric's
-    mean score (``downstream.saliency_diversity``, when the record has one), the balanced
-    accuracy per included group of the headline classifier, and the mask adherence and
-    repeated-subset FID keys (module docstring)."""
+    mean score (``downstream.saliency_diversity``, when the record has one), and the mask
+    adherence, repeated-subset FID and held-out keys (module docstring)."""
     out = adherence_keys(metrics)
     sdm = (metrics.get("downstream") or {}).get("saliency_diversity") or {}
     if sdm.get("mean_score") is not None:
         out["downstream.saliency_diversity"] = float(sdm["mean_score"])
-    # balanced accuracy per group of the headline classifier, from the stored per-class TPRs
-    # (records before 2026-12-07 lack the field; the same function makes it in the harness)
-    ds = metrics.get("downstream") or {}
-    backbones = (ds.get("config") or {}).get("backbones") or []
-    for key, clf in (ds.get("classifiers") or {}).items():
-        train_set, _, backbone = key.partition("/")
-        if not backbones or backbone != backbones[0]:
-            continue
-        for attr, fair in (clf.get("fairness") or {}).items():
-            for group, r in (fair.get("by_group") or {}).items():
-                if r.get("reason") is None and r.get("tpr"):
-                    out[f"downstream.{train_set}.balanced_accuracy_by_group[{attr}][{group}]"] \
-                        = balanced_accuracy(r["tpr"])
     gen = metrics.get("generation") or {}
     held = gen.get("held_out") or {}
     for pool in ("held_out", "seen"):  # tasks with held-out intersections (CompDiff's)
